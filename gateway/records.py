@@ -1,0 +1,215 @@
+"""Asset records to and from JSON: strict validation with one error per bad field, so a publisher
+learns everything wrong with a write at once and nothing half-valid is ever stored."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+from gateway.models import ASSET_STATES, AccessList, AssetRecord
+
+ASSET_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
+MAX_STRING = 1024
+MAX_URL = 2048
+MAX_LIST = 1000
+MAX_VERSION = 2**63 - 1
+
+_FIELDS = (
+    "id", "version", "object_key", "filename", "filename_history", "content_type", "state",
+    "draft", "deleted", "redirect_url", "replacement_id", "access_limited", "auth_bypass_ids",
+    "parent_document_url", "etag", "last_modified", "size",
+)  # fmt: skip
+_ACCESS_FIELDS = ("users", "organisations", "groups")
+
+
+@dataclass(frozen=True, slots=True)
+class FieldError:
+    field: str
+    message: str
+
+    def as_dict(self) -> dict[str, str]:
+        return {"field": self.field, "message": self.message}
+
+
+class RecordInvalid(ValueError):
+    """A record failed validation; `errors` names every bad field."""
+
+    def __init__(self, errors: list[FieldError]) -> None:
+        super().__init__("; ".join(f"{e.field}: {e.message}" for e in errors))
+        self.errors = errors
+
+
+def is_valid_asset_id(value: object) -> bool:
+    return isinstance(value, str) and ASSET_ID.fullmatch(value) is not None
+
+
+def is_absolute_http_url(value: str) -> bool:
+    try:
+        parts = urlsplit(value)
+    except ValueError:
+        return False
+    return parts.scheme in ("http", "https") and bool(parts.hostname) and not any(
+        ch in value for ch in "\r\n\t "
+    )
+
+
+class _Checker:
+    def __init__(self, data: Mapping[str, Any]) -> None:
+        self.data = data
+        self.errors: list[FieldError] = []
+
+    def fail(self, name: str, message: str) -> None:
+        self.errors.append(FieldError(name, message))
+
+    def string(self, name: str, *, required: bool = False, limit: int = MAX_STRING) -> str | None:
+        value = self.data.get(name)
+        if value is None:
+            if required:
+                self.fail(name, "is required")
+            return None
+        if not isinstance(value, str):
+            self.fail(name, "must be a string")
+            return None
+        if required and not value:
+            self.fail(name, "must not be empty")
+            return None
+        if len(value) > limit:
+            self.fail(name, f"must be at most {limit} characters")
+            return None
+        if any(ch in value for ch in "\x00\r\n"):
+            self.fail(name, "must not contain control characters")
+            return None
+        return value
+
+    def boolean(self, name: str) -> bool:
+        value = self.data.get(name, False)
+        if not isinstance(value, bool):
+            self.fail(name, "must be true or false")
+            return False
+        return value
+
+    def strings(self, name: str, value: object) -> tuple[str, ...]:
+        if value is None:
+            return ()
+        if not isinstance(value, list):
+            self.fail(name, "must be a list of strings")
+            return ()
+        if len(value) > MAX_LIST:
+            self.fail(name, f"must have at most {MAX_LIST} items")
+            return ()
+        if not all(isinstance(v, str) and 0 < len(v) <= MAX_STRING for v in value):
+            self.fail(name, f"must be a list of non-empty strings of at most {MAX_STRING} characters")
+            return ()
+        return tuple(value)
+
+
+def record_from_dict(data: object) -> AssetRecord:
+    """Validate a JSON object into an AssetRecord, or raise RecordInvalid naming each bad field."""
+    if not isinstance(data, Mapping):
+        raise RecordInvalid([FieldError("(body)", "must be a JSON object")])
+    check = _Checker(data)
+    for name in data:
+        if name not in _FIELDS:
+            check.fail(str(name), "is not a known field")
+
+    asset_id = data.get("id")
+    if not is_valid_asset_id(asset_id):
+        check.fail("id", "must match [A-Za-z0-9_-]{1,64}")
+
+    version = data.get("version")
+    if isinstance(version, bool) or not isinstance(version, int):
+        check.fail("version", "must be an integer")
+        version = 0
+    elif not 0 < version <= MAX_VERSION:
+        check.fail("version", "must be a positive integer")
+
+    object_key = check.string("object_key", required=True)
+    filename = check.string("filename", required=True, limit=255)
+    if filename is not None and ("/" in filename or filename in (".", "..")):
+        check.fail("filename", "must be a plain file name without '/'")
+    history = check.strings("filename_history", data.get("filename_history"))
+    content_type = check.string("content_type") or "application/octet-stream"
+
+    state = data.get("state", "uploaded")
+    if state not in ASSET_STATES:
+        check.fail("state", f"must be one of {', '.join(ASSET_STATES)}")
+
+    redirect_url = check.string("redirect_url", limit=MAX_URL)
+    if redirect_url is not None and not is_absolute_http_url(redirect_url):
+        check.fail("redirect_url", "must be an absolute http or https URL")
+    parent_url = check.string("parent_document_url", limit=MAX_URL)
+    if parent_url is not None and not is_absolute_http_url(parent_url):
+        check.fail("parent_document_url", "must be an absolute http or https URL")
+
+    replacement_id = data.get("replacement_id")
+    if replacement_id is not None and not is_valid_asset_id(replacement_id):
+        check.fail("replacement_id", "must be null or an asset id")
+
+    limits = data.get("access_limited") or {}
+    access = AccessList()
+    if not isinstance(limits, Mapping):
+        check.fail("access_limited", "must be an object with users, organisations, groups")
+    else:
+        for name in limits:
+            if name not in _ACCESS_FIELDS:
+                check.fail(f"access_limited.{name}", "is not a known field")
+        access = AccessList(
+            *(check.strings(f"access_limited.{name}", limits.get(name)) for name in _ACCESS_FIELDS)
+        )
+
+    size = data.get("size")
+    if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < 0):
+        check.fail("size", "must be null or a non-negative integer")
+
+    record = AssetRecord(
+        id=str(asset_id),
+        version=int(version),
+        object_key=object_key or "",
+        filename=filename or "",
+        filename_history=history,
+        content_type=content_type,
+        state=str(state),
+        draft=check.boolean("draft"),
+        deleted=check.boolean("deleted"),
+        redirect_url=redirect_url,
+        replacement_id=replacement_id if isinstance(replacement_id, str) else None,
+        access_limited=access,
+        auth_bypass_ids=check.strings("auth_bypass_ids", data.get("auth_bypass_ids")),
+        parent_document_url=parent_url,
+        etag=check.string("etag", limit=256),
+        last_modified=check.string("last_modified", limit=64),
+        size=size if isinstance(size, int) else None,
+    )
+    if check.errors:
+        raise RecordInvalid(check.errors)
+    return record
+
+
+def record_to_dict(record: AssetRecord) -> dict[str, Any]:
+    """The JSON shape of DESIGN 2.4, every field present."""
+    return {
+        "id": record.id,
+        "version": record.version,
+        "object_key": record.object_key,
+        "filename": record.filename,
+        "filename_history": list(record.filename_history),
+        "content_type": record.content_type,
+        "state": record.state,
+        "draft": record.draft,
+        "deleted": record.deleted,
+        "redirect_url": record.redirect_url,
+        "replacement_id": record.replacement_id,
+        "access_limited": {
+            "users": list(record.access_limited.users),
+            "organisations": list(record.access_limited.organisations),
+            "groups": list(record.access_limited.groups),
+        },
+        "auth_bypass_ids": list(record.auth_bypass_ids),
+        "parent_document_url": record.parent_document_url,
+        "etag": record.etag,
+        "last_modified": record.last_modified,
+        "size": record.size,
+    }

@@ -1,0 +1,1 @@
+"""Asset state: the store protocol, its Redis and in-memory backends, and the in-process cache."""
