@@ -51,8 +51,10 @@ def is_absolute_http_url(value: str) -> bool:
         parts = urlsplit(value)
     except ValueError:
         return False
-    return parts.scheme in ("http", "https") and bool(parts.hostname) and not any(
-        ch in value for ch in "\r\n\t "
+    return (
+        parts.scheme in ("http", "https")
+        and bool(parts.hostname)
+        and not any(ch in value for ch in "\r\n\t ")
     )
 
 

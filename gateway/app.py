@@ -1,0 +1,67 @@
+"""The application factories: everything a listener needs is built here from Settings, once, and
+resources are opened and closed with the app's lifecycle."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+
+from gateway.http.public import GATEWAY, Gateway, handle_media
+from gateway.parsing import RequestParser
+from gateway.policy.reload import CurrentPolicy
+from gateway.presign import Presigner, credentials_from_chain
+from gateway.responses import Responder
+from gateway.settings import Settings
+from gateway.state.base import AssetStore
+from gateway.state.cache import CachedAssetStore
+from gateway.state.factory import open_store
+from gateway.tokens import TokenVerifier
+
+# Request lines and headers past these sizes are refused by aiohttp (400/431) before we see them.
+MAX_LINE_SIZE = 8190
+MAX_FIELD_SIZE = 8190
+
+
+def build_gateway(
+    settings: Settings,
+    *,
+    store: AssetStore | None = None,
+    presigner: Presigner | None = None,
+    policy: CurrentPolicy | None = None,
+) -> Gateway:
+    """Wire the request pipeline. Raises ConfigError/PolicyError/ValueError on bad configuration."""
+    backend = store if store is not None else open_store(settings.state.url.reveal())
+    return Gateway(
+        settings=settings,
+        parser=RequestParser(settings),
+        verifier=TokenVerifier(settings.tokens),
+        store=CachedAssetStore(backend, ttl=settings.state.cache_ttl, size=settings.state.cache_size),
+        policy=policy if policy is not None else CurrentPolicy(settings.policies.dir),
+        responder=Responder(
+            settings,
+            presigner or Presigner(settings.s3, credentials_from_chain(settings.s3.region)),
+        ),
+    )
+
+
+def create_public_app(gateway: Gateway) -> web.Application:
+    app = web.Application(
+        handler_args={"max_line_size": MAX_LINE_SIZE, "max_field_size": MAX_FIELD_SIZE},
+        client_max_size=1024,
+    )
+    app[GATEWAY] = gateway
+    app.router.add_route("*", "/{tail:.*}", handle_media)
+
+    async def close_store(app: web.Application) -> AsyncIterator[None]:
+        yield
+        await app[GATEWAY].store.close()
+
+    app.cleanup_ctx.append(close_store)
+    app.on_response_prepare.append(_hide_server_header)
+    return app
+
+
+async def _hide_server_header(request: web.Request, response: web.StreamResponse) -> None:
+    """No software versions for scanners."""
+    response.headers["Server"] = "asset-gateway"

@@ -1,0 +1,299 @@
+"""`asset-gateway demo`: the whole product on one machine with nothing to set up. moto's S3 server
+runs in-process on a free loopback port, the in-memory store holds one example of every case, and
+the printed table shows a ready-to-paste curl line for each with the answer it gives."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import secrets
+import socket
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from gateway.app import build_gateway, create_public_app
+from gateway.models import AccessList, AssetRecord
+from gateway.observability import configure_logging
+from gateway.policy.reload import CurrentPolicy
+from gateway.presign import Presigner, credentials_from_chain
+from gateway.runtime import install_stop_signals, run_async
+from gateway.settings import (
+    HostsSettings,
+    LoginSettings,
+    PoliciesSettings,
+    S3Settings,
+    Secret,
+    ServerSettings,
+    Settings,
+    StateSettings,
+    TokenKey,
+    TokensSettings,
+)
+from gateway.state.memory import MemoryAssetStore
+from gateway.tokens import mint_token
+
+LIVE_HOST = "assets.localhost"
+DRAFT_HOST = "draft-assets.localhost"
+BUCKET = "demo-assets"
+REGION = "eu-west-2"
+LOGIN_URL = "https://signon.example.org/login"
+BYPASS_ID = "bypass-5f2e"
+DEFAULT_POLICIES = Path(__file__).resolve().parent.parent / "policies"
+
+
+@dataclass(frozen=True)
+class DemoFile:
+    record: AssetRecord
+    body: bytes | None  # None: no object in the bucket
+
+
+def demo_files() -> list[DemoFile]:
+    """One example of every case in DESIGN 2.6."""
+
+    def record(asset_id: str, filename: str, **fields: Any) -> AssetRecord:
+        defaults: dict[str, Any] = {
+            "version": 1,
+            "object_key": f"uploads/{asset_id}-{secrets.token_hex(4)}",
+            "content_type": "application/pdf" if filename.endswith(".pdf") else "text/csv",
+            "etag": f'"{asset_id}-v1"',
+            "last_modified": "2018-01-19T11:15:58Z",
+        }
+        return AssetRecord(id=asset_id, filename=filename, **{**defaults, **fields})
+
+    def pdf(title: str) -> bytes:
+        return f"%PDF-1.4\n% demo file: {title}\n%%EOF\n".encode()
+
+    files = [
+        DemoFile(record("5a1b2c", "budget.pdf", filename_history=("budget-draft.pdf",)), pdf("budget")),
+        DemoFile(record("d7a9f0", "draft-plan.pdf", draft=True), pdf("draft plan")),
+        DemoFile(
+            record("p1e4c0", "preview-me.pdf", draft=True, auth_bypass_ids=(BYPASS_ID,)), pdf("preview")
+        ),
+        DemoFile(
+            record("a1c3e5", "salaries.csv", access_limited=AccessList(groups=("finance",))),
+            b"name,salary\nada,100\n",
+        ),
+        DemoFile(record("0ld123", "report-2023.pdf", replacement_id="n3w456"), pdf("old report")),
+        DemoFile(record("n3w456", "report-2024.pdf"), pdf("new report")),
+        DemoFile(
+            record("r3d1r3", "moved.pdf", redirect_url="https://www.example.org/government/publications"),
+            None,
+        ),
+        DemoFile(record("de1e7e", "withdrawn.pdf", deleted=True), None),
+        DemoFile(record("5ca9ed", "just-uploaded.pdf", state="unscanned"), pdf("unscanned")),
+    ]
+    return files
+
+
+@dataclass
+class DemoCase:
+    title: str
+    path: str
+    host: str = LIVE_HOST
+    headers: dict[str, str] = field(default_factory=dict)
+    method: str = "GET"
+    expect_status: int = 302
+    expect: str = ""  # what the answer means, for people
+
+    def url(self, port: int) -> str:
+        return f"http://{self.host}:{port}{self.path}"
+
+    def curl(self, port: int, tokens: DemoTokens) -> str:
+        """The curl line, with tokens shown as the shell variables `print_guide` exports."""
+        flag = "-I" if self.method == "HEAD" else "-si"
+        headers = "".join(f' -H "{k}: {v}"' for k, v in self.headers.items())
+        line = f'curl {flag}{headers} "{self.url(port)}"'
+        for name, value in tokens.shell_variables().items():
+            line = line.replace(value, f"${name}")
+        return line
+
+
+@dataclass
+class DemoTokens:
+    finance_user: str
+    other_user: str
+    preview_link: str
+
+    def shell_variables(self) -> dict[str, str]:
+        return {"ADA": self.finance_user, "BOB": self.other_user, "PREVIEW": self.preview_link}
+
+
+def demo_cases(tokens: DemoTokens) -> list[DemoCase]:
+    bearer = {"Authorization": f"Bearer {tokens.finance_user}"}
+    return [
+        DemoCase("public file", "/media/5a1b2c/budget.pdf", expect="302 to a presigned S3 URL (add -L to download)"),
+        DemoCase("HEAD of a public file", "/media/5a1b2c/budget.pdf", method="HEAD", expect="302 to a URL signed for HEAD"),
+        DemoCase("unchanged since last fetch", "/media/5a1b2c/budget.pdf", headers={"If-None-Match": '"5a1b2c-v1"'},
+                 expect_status=304, expect="304 Not Modified"),
+        DemoCase("old filename", "/media/5a1b2c/budget-draft.pdf", expect="302 to /media/5a1b2c/budget.pdf"),
+        DemoCase("unknown filename", "/media/5a1b2c/other.pdf", expect_status=404, expect="404"),
+        DemoCase("no such asset", "/media/n0th1n/missing.pdf", expect_status=404, expect="404"),
+        DemoCase("deleted", "/media/de1e7e/withdrawn.pdf", expect_status=410, expect="410 Gone"),
+        DemoCase("replaced", "/media/0ld123/report-2023.pdf", expect_status=301,
+                 expect="301 to /media/n3w456/report-2024.pdf, cacheable 30 min"),
+        DemoCase("redirected", "/media/r3d1r3/moved.pdf", expect="302 to https://www.example.org/..."),
+        DemoCase("not yet virus-scanned", "/media/5ca9ed/just-uploaded.pdf", expect_status=404, expect="404"),
+        DemoCase("draft on the live host", "/media/d7a9f0/draft-plan.pdf",
+                 expect="302 to the same path on the draft host"),
+        DemoCase("draft, not signed in", "/media/d7a9f0/draft-plan.pdf", host=DRAFT_HOST,
+                 expect="302 to the login page with return_to"),
+        DemoCase("draft, signed in", "/media/d7a9f0/draft-plan.pdf", host=DRAFT_HOST, headers=bearer,
+                 expect="302 to S3, Cache-Control: private, no-store"),
+        DemoCase("preview link opened", f"/media/p1e4c0/preview-me.pdf?token={tokens.preview_link}", host=DRAFT_HOST,
+                 expect="302 without ?token=, sets the preview cookie"),
+        DemoCase("preview link, cookie set", "/media/p1e4c0/preview-me.pdf", host=DRAFT_HOST,
+                 headers={"Cookie": f"auth_bypass_token={tokens.preview_link}"}, expect="302 to S3"),
+        DemoCase("access-limited, anonymous", "/media/a1c3e5/salaries.csv", expect_status=404,
+                 expect="404: nobody learns it exists"),
+        DemoCase("access-limited, wrong group", "/media/a1c3e5/salaries.csv",
+                 headers={"Authorization": f"Bearer {tokens.other_user}"}, expect_status=404, expect="404"),
+        DemoCase("access-limited, finance user", "/media/a1c3e5/salaries.csv", headers=bearer,
+                 expect="302 to S3, private"),
+        DemoCase("forged token", "/media/a1c3e5/salaries.csv",
+                 headers={"Authorization": "Bearer eyJhbGciOiJub25lIn0.eyJzdWIiOiJhZGEifQ."},
+                 expect_status=404, expect="404: alg none is no token"),
+    ]  # fmt: skip
+
+
+@dataclass
+class Demo:
+    settings: Settings
+    store: MemoryAssetStore
+    tokens: DemoTokens
+    cases: list[DemoCase]
+    files: list[DemoFile]
+
+
+def build_demo(port: int, s3_endpoint: str, policies_dir: Path = DEFAULT_POLICIES) -> Demo:
+    """Settings, keys, records and example requests for a demo served on `port`."""
+    user_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    private_pem = user_key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    ).decode()
+    public_pem = (
+        user_key.public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        .decode()
+    )
+    user = TokenKey(use="user", alg="RS256", kid="demo-idp", public_key=Secret(public_pem))
+    preview = TokenKey(use="preview", alg="HS256", secret=Secret(secrets.token_urlsafe(32)))
+    settings = Settings(
+        server=ServerSettings(host="127.0.0.1", port=port),
+        hosts=HostsSettings(live=(LIVE_HOST,), draft=(DRAFT_HOST,)),
+        state=StateSettings(url=Secret("memory://"), cache_ttl=30, cache_size=10_000),
+        s3=S3Settings(bucket=BUCKET, region=REGION, endpoint_url=s3_endpoint, presign_ttl=300),
+        tokens=TokensSettings(keys=(user, preview)),
+        policies=PoliciesSettings(dir=str(policies_dir)),
+        login=LoginSettings(url=LOGIN_URL),
+    )
+    expires = int(time.time()) + 12 * 3600
+    tokens = DemoTokens(
+        finance_user=mint_token(user, {"sub": "ada", "org": "hmt", "groups": ["finance"], "exp": expires}, private_pem),
+        other_user=mint_token(user, {"sub": "bob", "org": "dfe", "groups": ["comms"], "exp": expires}, private_pem),
+        preview_link=mint_token(preview, {"sub": BYPASS_ID, "exp": expires}),
+    )  # fmt: skip
+    files = demo_files()
+    store = MemoryAssetStore([f.record for f in files])
+    return Demo(settings, store, tokens, demo_cases(tokens), files)
+
+
+def upload_demo_files(s3_endpoint: str, files: list[DemoFile]) -> None:
+    import boto3
+
+    client = boto3.client("s3", endpoint_url=s3_endpoint, region_name=REGION)
+    client.create_bucket(Bucket=BUCKET, CreateBucketConfiguration={"LocationConstraint": REGION})
+    for demo_file in files:
+        if demo_file.body is not None:
+            client.put_object(
+                Bucket=BUCKET,
+                Key=demo_file.record.object_key,
+                Body=demo_file.body,
+                ContentType=demo_file.record.content_type,
+            )
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextmanager
+def embedded_s3() -> Iterator[str]:
+    """moto's S3 server on a free loopback port; yields its endpoint URL."""
+    from moto.server import ThreadedMotoServer
+
+    # moto accepts any credentials; these keep the demo away from any real AWS account.
+    os.environ["AWS_ACCESS_KEY_ID"] = "demo"
+    os.environ["AWS_SECRET_ACCESS_KEY"] = "demo"  # noqa: S105
+    os.environ.pop("AWS_SESSION_TOKEN", None)
+    os.environ.pop("AWS_PROFILE", None)
+    port = _free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.stop()
+
+
+def print_guide(demo: Demo, port: int) -> None:
+    print(
+        f"""
+asset-gateway demo: http://{LIVE_HOST}:{port} (live) and http://{DRAFT_HOST}:{port} (draft)
+  S3 (in-process moto): {demo.settings.s3.endpoint_url}   state: in memory   policy: {demo.settings.policies.dir}
+  tokens (valid 12 h): finance user ada, comms user bob, and a preview link for p1e4c0
+  *.localhost resolves to 127.0.0.1, so the URLs below work as they are in curl and browsers.
+"""
+    )
+    print("Paste these first (ADA is in group finance, BOB in comms, PREVIEW is a preview link):")
+    for name, value in demo.tokens.shell_variables().items():
+        print(f"export {name}='{value}'")
+    print()
+    for number, case in enumerate(demo.cases, 1):
+        print(f"{number:2}. {case.title}  →  {case.expect}")
+        print(f"    {case.curl(port, demo.tokens)}")
+    print("\nOne JSON access-log line per request follows below. Ctrl-C stops the demo.\n", flush=True)
+
+
+def run_demo(port: int = 8080, admin_port: int = 9090) -> int:
+    configure_logging()
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # moto's own request log
+    logging.getLogger("botocore").setLevel(logging.WARNING)
+    with embedded_s3() as endpoint:
+        demo = build_demo(port, endpoint)
+        upload_demo_files(endpoint, demo.files)
+        return run_async(_serve_demo(demo, port))
+
+
+async def start_demo_app(demo: Demo, port: int) -> web.AppRunner:
+    credentials = credentials_from_chain(demo.settings.s3.region)
+    gateway = build_gateway(
+        demo.settings,
+        store=demo.store,
+        presigner=Presigner(demo.settings.s3, credentials),
+        policy=CurrentPolicy(demo.settings.policies.dir),
+    )
+    runner = web.AppRunner(create_public_app(gateway), access_log=None, handle_signals=False)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    return runner
+
+
+async def _serve_demo(demo: Demo, port: int) -> int:
+    runner = await start_demo_app(demo, port)
+    print_guide(demo, port)
+    stop = asyncio.Event()
+    install_stop_signals(stop)
+    await stop.wait()
+    await runner.cleanup()
+    return 0

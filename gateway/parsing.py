@@ -1,0 +1,177 @@
+"""Step one of a request: raw HTTP facts → an AccessRequest and the raw tokens it carries.
+Pure: the handler passes in what aiohttp saw, so every edge case is testable without a server."""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from http.cookies import CookieError, SimpleCookie
+from urllib.parse import parse_qsl, unquote, urlencode
+
+from gateway.models import AccessRequest, HostKind
+from gateway.records import ASSET_ID
+from gateway.settings import Network, Settings
+
+MAX_FILENAME_BYTES = 1024
+_HOST = re.compile(r"(?P<name>[a-z0-9.-]+|\[[0-9a-f:.]+\])(?::(?P<port>[0-9]{1,5}))?")
+
+
+class NotAnAsset(Exception):
+    """The path is not `/media/{id}/{filename}`: 404."""
+
+
+class MethodNotAllowed(Exception):
+    """An asset path with a method other than GET or HEAD: 405."""
+
+
+@dataclass(frozen=True, slots=True)
+class RawTokens:
+    """Token strings as found, not yet verified. Never logged."""
+
+    user: tuple[str, ...] = ()  # Bearer header first, then the session cookie
+    preview_query: str | None = None
+    preview_cookie: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Origin:
+    """Where the browser thinks it is: scheme and host (with port) for building absolute URLs."""
+
+    scheme: str
+    hostname: str
+    port: int | None
+
+
+def parse_host(value: str) -> tuple[str, int | None] | None:
+    """`Host` header → (lower-case hostname, port); None when it is not a plain host[:port]."""
+    match = _HOST.fullmatch(value.strip().lower())
+    if match is None:
+        return None
+    port = match["port"]
+    if port is not None and not 0 < int(port) < 65536:
+        return None
+    return match["name"].rstrip("."), int(port) if port else None
+
+
+def is_trusted(peer: str | None, trusted: tuple[Network, ...]) -> bool:
+    if not peer or not trusted:
+        return False
+    try:
+        address = ipaddress.ip_address(peer.split("%", 1)[0])
+    except ValueError:
+        return False
+    return any(address in network for network in trusted)
+
+
+def split_asset_path(path: str) -> tuple[str, str]:
+    """`/media/{id}/{filename}` (raw, percent-encoded) → (id, decoded filename)."""
+    parts = path.split("/")
+    if len(parts) != 4 or parts[0] or parts[1] != "media":
+        raise NotAnAsset
+    asset_id, raw_name = parts[2], parts[3]
+    if ASSET_ID.fullmatch(asset_id) is None or not raw_name or len(raw_name) > 3 * MAX_FILENAME_BYTES:
+        raise NotAnAsset
+    try:
+        filename = unquote(raw_name, errors="strict")
+    except UnicodeDecodeError:
+        raise NotAnAsset from None
+    if "/" in filename or "\x00" in filename or len(filename.encode()) > MAX_FILENAME_BYTES:
+        raise NotAnAsset
+    return asset_id, filename
+
+
+class RequestParser:
+    """Built once from settings; `parse` runs per request."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._live = frozenset(settings.hosts.live)
+        self._draft = frozenset(settings.hosts.draft)
+        self._trusted = settings.server.trusted_proxies
+        self._session_cookie = settings.tokens.session_cookie
+        self._preview_cookie = settings.tokens.preview_cookie
+        self._preview_param = settings.tokens.preview_param
+
+    def host_kind(self, hostname: str) -> HostKind:
+        if hostname in self._live:
+            return HostKind.LIVE
+        if hostname in self._draft:
+            return HostKind.DRAFT
+        return HostKind.OTHER
+
+    def origin(self, headers: Mapping[str, str], peer: str | None, secure: bool) -> Origin:
+        """Scheme and host the browser used; X-Forwarded-* only from configured proxies."""
+        scheme = "https" if secure else "http"
+        host_header = headers.get("Host", "")
+        if is_trusted(peer, self._trusted):
+            proto = headers.get("X-Forwarded-Proto", "").split(",")[0].strip().lower()
+            if proto in ("http", "https"):
+                scheme = proto
+            forwarded_host = headers.get("X-Forwarded-Host", "").split(",")[0].strip()
+            if forwarded_host:
+                host_header = forwarded_host
+        parsed = parse_host(host_header)
+        hostname, port = parsed if parsed is not None else ("", None)
+        return Origin(scheme, hostname, port)
+
+    def parse(
+        self,
+        method: str,
+        path: str,
+        query_string: str,
+        headers: Mapping[str, str],
+        *,
+        peer: str | None = None,
+        secure: bool = False,
+    ) -> tuple[AccessRequest, RawTokens, Origin]:
+        asset_id, filename = split_asset_path(path)
+        if method not in ("GET", "HEAD"):
+            raise MethodNotAllowed
+        origin = self.origin(headers, peer, secure)
+        query, preview_query = self._split_query(query_string)
+        request = AccessRequest(
+            method=method,
+            scheme=origin.scheme,
+            host=origin.hostname if origin.port is None else f"{origin.hostname}:{origin.port}",
+            host_kind=self.host_kind(origin.hostname),
+            asset_id=asset_id,
+            filename=filename,
+            path=path,
+            query=query,
+            if_none_match=headers.get("If-None-Match"),
+        )
+        return request, self._tokens(headers, preview_query), origin
+
+    def _split_query(self, query_string: str) -> tuple[str, str | None]:
+        if not query_string:
+            return "", None
+        if f"{self._preview_param}=" not in query_string:
+            return query_string, None
+        pairs = parse_qsl(query_string, keep_blank_values=True)
+        token = next((v for k, v in pairs if k == self._preview_param), None)
+        rest = [(k, v) for k, v in pairs if k != self._preview_param]
+        return urlencode(rest), token or None
+
+    def _tokens(self, headers: Mapping[str, str], preview_query: str | None) -> RawTokens:
+        user: list[str] = []
+        authorization = headers.get("Authorization", "")
+        scheme, _, credentials = authorization.partition(" ")
+        if scheme.lower() == "bearer" and credentials.strip():
+            user.append(credentials.strip())
+        cookies = _cookies(headers.get("Cookie", ""))
+        session = cookies.get(self._session_cookie)
+        if session:
+            user.append(session)
+        return RawTokens(tuple(user), preview_query, cookies.get(self._preview_cookie) or None)
+
+
+def _cookies(header: str) -> dict[str, str]:
+    if not header:
+        return {}
+    jar: SimpleCookie = SimpleCookie()
+    try:
+        jar.load(header)
+    except CookieError:
+        return {}
+    return {name: morsel.value for name, morsel in jar.items()}

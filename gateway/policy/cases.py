@@ -1,0 +1,226 @@
+"""Test cases written inside policy files (`tests:`): a request, who asks, the records, and the
+expected answer. `asset-gateway policy test` and the test suite run them the same way."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import unquote
+
+import yaml
+
+from gateway.models import (
+    NO_REPLACEMENT,
+    AccessRequest,
+    Action,
+    AssetRecord,
+    Decision,
+    HostKind,
+    Identity,
+    PreviewIdentity,
+    UserIdentity,
+)
+from gateway.policy.evaluation import RuleTrace, explain
+from gateway.policy.language import Policy, Problem, line_of, node_value
+from gateway.records import RecordInvalid, record_from_dict
+from gateway.state.chain import resolve_replacement
+from gateway.urls import asset_path
+
+CASE_NOW = 1_700_000_000.0  # a fixed clock: cases must not depend on when they run
+_TOKEN_EXPIRY = CASE_NOW + 3600
+_CASE_FIELDS = {
+    "name",
+    "request",
+    "user",
+    "preview",
+    "record",
+    "records",
+    "login_configured",
+    "expect",
+}
+_REQUEST_FIELDS = {"host", "path", "method", "query", "if_none_match"}
+_EXPECT_FIELDS = {"status", "rule", "action", "location", "private"}
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyCase:
+    name: str
+    file: str
+    line: int
+    request: AccessRequest
+    identity: Identity
+    records: dict[str, AssetRecord]
+    login_configured: bool
+    expect: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class CaseResult:
+    case: PolicyCase
+    decision: Decision
+    got: dict[str, Any]
+    trace: list[RuleTrace] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return all(self.got.get(key) == value for key, value in self.case.expect.items())
+
+
+def parse_cases(policy: Policy) -> tuple[list[PolicyCase], list[Problem]]:
+    cases, problems = [], []
+    for policy_file in policy.files:
+        for node in policy_file.tests:
+            try:
+                cases.append(_parse_case(policy_file.path, node))
+            except _CaseError as exc:
+                problems.append(Problem(policy_file.path, exc.line, str(exc)))
+    return cases, problems
+
+
+def run_cases(policy: Policy, cases: list[PolicyCase]) -> list[CaseResult]:
+    return asyncio.run(_run_all(policy, cases))
+
+
+async def _run_all(policy: Policy, cases: list[PolicyCase]) -> list[CaseResult]:
+    return [await run_case(policy, case) for case in cases]
+
+
+async def run_case(policy: Policy, case: PolicyCase) -> CaseResult:
+    async def get(asset_id: str) -> AssetRecord | None:
+        return case.records.get(asset_id)
+
+    record = case.records.get(case.request.asset_id)
+    replacement = NO_REPLACEMENT if record is None else await resolve_replacement(get, record)
+    decision, trace = explain(
+        case.request, case.identity, record, policy, CASE_NOW,
+        replacement=replacement, login_configured=case.login_configured,
+    )  # fmt: skip
+    got: dict[str, Any] = {
+        "status": 304 if decision.not_modified else decision.status,
+        "rule": decision.rule,
+        "action": decision.action.value,
+        "private": decision.private,
+        "location": _location(decision, record, case.request),
+    }
+    return CaseResult(case, decision, got, trace)
+
+
+def _location(decision: Decision, record: AssetRecord | None, request: AccessRequest) -> str | None:
+    if decision.action is Action.REDIRECT_TO_REPLACEMENT and decision.replacement is not None:
+        return asset_path(decision.replacement.id, decision.replacement.filename)
+    if record is None:
+        return None
+    if decision.action is Action.REDIRECT_TO_CURRENT_FILENAME:
+        return asset_path(record.id, record.filename)
+    if decision.action is Action.REDIRECT_TO_URL:
+        return record.redirect_url
+    return None
+
+
+class _CaseError(ValueError):
+    def __init__(self, line: int, message: str) -> None:
+        super().__init__(message)
+        self.line = line
+
+
+def _fields(node: yaml.Node, allowed: set[str], what: str) -> dict[str, yaml.Node]:
+    if not isinstance(node, yaml.MappingNode):
+        raise _CaseError(line_of(node), f"{what} must be a mapping")
+    result = {}
+    for key_node, value_node in node.value:
+        key = node_value(key_node)
+        if key not in allowed:
+            raise _CaseError(
+                line_of(key_node),
+                f"{what}: unknown field {key!r} (expected one of {', '.join(sorted(allowed))})",
+            )
+        result[key] = value_node
+    return result
+
+
+def _parse_case(path: str, node: yaml.Node) -> PolicyCase:
+    fields = _fields(node, _CASE_FIELDS, "test case")
+    line = line_of(node)
+    name = node_value(fields["name"]) if "name" in fields else None
+    if not isinstance(name, str) or not name:
+        raise _CaseError(line, "test case needs a 'name'")
+    if "request" not in fields or "expect" not in fields:
+        raise _CaseError(line, f"test case {name!r} needs 'request' and 'expect'")
+
+    req = {k: node_value(v) for k, v in _fields(fields["request"], _REQUEST_FIELDS, "request").items()}
+    host = req.get("host", "live")
+    if host not in ("live", "draft", "other"):
+        raise _CaseError(line_of(fields["request"]), "request.host: expected live, draft or other")
+    parts = str(req.get("path", "")).split("/")
+    if len(parts) != 4 or parts[:2] != ["", "media"]:
+        raise _CaseError(line_of(fields["request"]), "request.path: expected /media/{id}/{filename}")
+    method = req.get("method", "GET")
+    if method not in ("GET", "HEAD"):
+        raise _CaseError(line_of(fields["request"]), "request.method: expected GET or HEAD")
+    request = AccessRequest(
+        method=method,
+        scheme="https",
+        host=f"{host}.policy-test",
+        host_kind=HostKind(host),
+        asset_id=parts[2],
+        filename=unquote(parts[3]),
+        path=str(req["path"]),
+        query=str(req.get("query", "")),
+        if_none_match=req.get("if_none_match"),
+    )
+
+    user = preview = None
+    in_query = False
+    if "user" in fields:
+        claims = {
+            k: node_value(v) for k, v in _fields(fields["user"], {"sub", "org", "groups"}, "user").items()
+        }
+        if not isinstance(claims.get("sub"), str):
+            raise _CaseError(line_of(fields["user"]), "user.sub: expected a string")
+        user = UserIdentity(
+            claims["sub"], claims.get("org"), frozenset(claims.get("groups") or ()), _TOKEN_EXPIRY
+        )
+    if "preview" in fields:
+        allowed = {"sub", "draft_asset_manager_access", "in_query"}
+        claims = {k: node_value(v) for k, v in _fields(fields["preview"], allowed, "preview").items()}
+        if not isinstance(claims.get("sub"), str):
+            raise _CaseError(line_of(fields["preview"]), "preview.sub: expected a string")
+        preview = PreviewIdentity(
+            claims["sub"], claims.get("draft_asset_manager_access") is True, _TOKEN_EXPIRY
+        )
+        in_query = claims.get("in_query") is True
+
+    records: dict[str, AssetRecord] = {}
+    raw_records: list[tuple[yaml.Node, Any]] = []
+    if "record" in fields:
+        raw_records.append((fields["record"], node_value(fields["record"])))
+    if "records" in fields:
+        if not isinstance(fields["records"], yaml.SequenceNode):
+            raise _CaseError(line_of(fields["records"]), "records: expected a list of records")
+        raw_records.extend((item, node_value(item)) for item in fields["records"].value)
+    for record_node, raw in raw_records:
+        record = _record(record_node, raw)
+        records[record.id] = record
+
+    expect = {k: node_value(v) for k, v in _fields(fields["expect"], _EXPECT_FIELDS, "expect").items()}
+    if not expect:
+        raise _CaseError(
+            line_of(fields["expect"]),
+            "expect: name at least one of status, rule, action, location, private",
+        )
+    login = node_value(fields["login_configured"]) if "login_configured" in fields else False
+    return PolicyCase(
+        name, path, line, request, Identity(user, preview, in_query), records, login is True, expect
+    )
+
+
+def _record(node: yaml.Node, raw: Any) -> AssetRecord:
+    """A record with the boring fields filled in, so a case only states what matters to it."""
+    if not isinstance(raw, dict) or "id" not in raw:
+        raise _CaseError(line_of(node), "a record needs at least an 'id'")
+    full = {"version": 1, "object_key": f"objects/{raw['id']}", "filename": "file.pdf", **raw}
+    try:
+        return record_from_dict(full)
+    except RecordInvalid as exc:
+        raise _CaseError(line_of(node), f"invalid record: {exc}") from None

@@ -1,0 +1,174 @@
+"""Step five: a Decision → the HTTP answer (status, Location, cookies, caching headers).
+The only place that knows how each outcome looks on the wire; bodies never carry detail."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from urllib.parse import urlencode
+
+from aiohttp import web
+
+from gateway.models import AccessRequest, Action, AssetRecord, Decision, Identity
+from gateway.parsing import Origin, RawTokens
+from gateway.presign import Presigner
+from gateway.settings import Settings
+from gateway.urls import asset_path
+
+NO_STORE = "private, no-store"
+REPLACEMENT_CACHE = "public, max-age=1800"
+RETRY_AFTER_SECONDS = "5"
+_REASONS = {403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed", 410: "Gone",
+            503: "Service Unavailable"}  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """What the decision became, for the access log and metrics."""
+
+    response: web.StreamResponse
+    outcome: str
+
+
+def error_response(status: int, *, retry_after: bool = False) -> web.Response:
+    """An error with nothing in it but the status: no input echoed, never publicly cacheable."""
+    response = web.Response(status=status, text=_REASONS.get(status, "Error") + "\n")
+    response.headers["Cache-Control"] = NO_STORE
+    if status == 405:
+        response.headers["Allow"] = "GET, HEAD"
+    if retry_after:
+        response.headers["Retry-After"] = RETRY_AFTER_SECONDS
+    return response
+
+
+def public_cache_control(presign_ttl: int) -> str:
+    """Public answers may be reused for half the presigned URL's life, so a cached redirect
+    always points at a URL with at least half its life left."""
+    return f"public, max-age={max(0, presign_ttl // 2)}"
+
+
+class Responder:
+    """Built once from settings and the presigner."""
+
+    def __init__(self, settings: Settings, presigner: Presigner) -> None:
+        self._presigner = presigner
+        self._default_ttl = settings.s3.presign_ttl
+        self._login_url = settings.login.url
+        self._draft_host = settings.hosts.draft[0] if settings.hosts.draft else None
+        self._preview_cookie = settings.tokens.preview_cookie
+        self._preview_param = settings.tokens.preview_param
+
+    def respond(
+        self,
+        decision: Decision,
+        request: AccessRequest,
+        origin: Origin,
+        identity: Identity,
+        tokens: RawTokens,
+        record: AssetRecord | None,
+        now: float,
+    ) -> web.StreamResponse:
+        action = decision.action
+        if action is Action.SERVE:
+            assert record is not None
+            return self._serve(decision, request, record)
+        if action is Action.DENY:
+            return error_response(decision.status)
+        if action is Action.REDIRECT_TO_REPLACEMENT:
+            assert decision.replacement is not None
+            target = asset_path(decision.replacement.id, decision.replacement.filename)
+            return _redirect(301, self._same_origin(origin, target), REPLACEMENT_CACHE)
+        if action is Action.REDIRECT_TO_DRAFT_HOST:
+            return self._to_draft_host(request, origin, tokens)
+        if action is Action.REDIRECT_TO_CURRENT_FILENAME:
+            assert record is not None
+            target = asset_path(record.id, record.filename) + (f"?{request.query}" if request.query else "")
+            return _redirect(302, self._same_origin(origin, target), NO_STORE)
+        if action is Action.REDIRECT_TO_URL:
+            assert record is not None and record.redirect_url is not None
+            return _redirect(302, record.redirect_url, NO_STORE)
+        if action is Action.LOGIN:
+            return self._to_login(request, origin)
+        if action is Action.PREVIEW_COOKIE:
+            return self._set_preview_cookie(request, origin, identity, tokens, now)
+        return error_response(404)  # an action this responder does not know is never an allow
+
+    def _serve(self, decision: Decision, request: AccessRequest, record: AssetRecord) -> web.Response:
+        options = decision.serve
+        ttl = options.presign_ttl if options and options.presign_ttl else self._default_ttl
+        cache = NO_STORE if decision.private else public_cache_control(ttl)
+        if decision.not_modified:
+            response = web.Response(status=304)
+        else:
+            url = self._presigner.presign(
+                method=request.method,
+                object_key=record.object_key,
+                filename=record.filename,
+                content_type=record.content_type,
+                disposition=options.disposition if options else "inline",
+                expires=ttl,
+            )
+            response = _redirect(302, url, cache)
+        response.headers["Cache-Control"] = cache
+        if record.etag:
+            response.headers["ETag"] = record.etag
+        if decision.private:
+            response.headers["X-Robots-Tag"] = "noindex"
+        return response
+
+    def _same_origin(self, origin: Origin, path_and_query: str) -> str:
+        return f"{origin.scheme}://{_netloc(origin.hostname, origin.port)}{path_and_query}"
+
+    def _to_draft_host(self, request: AccessRequest, origin: Origin, tokens: RawTokens) -> web.Response:
+        if self._draft_host is None:
+            return error_response(404)
+        host, _, port = self._draft_host.partition(":")
+        # The query travels whole: a preview link's token must reach the draft host.
+        raw_query = request.query
+        if tokens.preview_query is not None:
+            token = urlencode({self._preview_param: tokens.preview_query})
+            raw_query = f"{raw_query}&{token}" if raw_query else token
+        netloc = self._draft_host if port else _netloc(host, origin.port)
+        location = f"{origin.scheme}://{netloc}{request.path}" + (f"?{raw_query}" if raw_query else "")
+        return _redirect(302, location, NO_STORE)
+
+    def _to_login(self, request: AccessRequest, origin: Origin) -> web.Response:
+        if not self._login_url:
+            return error_response(404)
+        back = self._same_origin(origin, request.path + (f"?{request.query}" if request.query else ""))
+        separator = "&" if "?" in self._login_url else "?"
+        return _redirect(302, f"{self._login_url}{separator}{urlencode({'return_to': back})}", NO_STORE)
+
+    def _set_preview_cookie(
+        self,
+        request: AccessRequest,
+        origin: Origin,
+        identity: Identity,
+        tokens: RawTokens,
+        now: float,
+    ) -> web.Response:
+        preview = identity.preview
+        if preview is None or tokens.preview_query is None:
+            return error_response(404)
+        location = self._same_origin(origin, request.path + (f"?{request.query}" if request.query else ""))
+        response = _redirect(302, location, NO_STORE)
+        response.set_cookie(
+            self._preview_cookie,
+            tokens.preview_query,
+            max_age=max(0, int(preview.expires_at - now)),
+            path="/",
+            httponly=True,
+            samesite="Lax",
+            secure=origin.scheme == "https",
+        )
+        return response
+
+
+def _netloc(hostname: str, port: int | None) -> str:
+    return hostname if port is None else f"{hostname}:{port}"
+
+
+def _redirect(status: int, location: str, cache_control: str) -> web.Response:
+    response = web.Response(status=status)
+    response.headers["Location"] = location
+    response.headers["Cache-Control"] = cache_control
+    return response

@@ -1,0 +1,133 @@
+"""An in-process cache in front of any AssetStore, so a warm request does no I/O at all.
+
+Bounded in size and age: a lost invalidation is healed by the TTL, and memory cannot grow with the
+number of ids requested (missing ids are cached too, so probing random ids cannot hammer Redis).
+Concurrent misses for one id share a single backend read, so a hot file expiring does not send a
+burst of identical reads to Redis. Nothing stale is served once its TTL has passed: when the backend
+is down and the entry has expired, StoreUnavailable reaches the caller, which answers 503.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from typing import Final
+
+from cachetools import TTLCache
+
+from gateway.models import AssetRecord
+from gateway.state.base import AssetStore, WriteResult
+
+
+class _Missing:
+    """Marker for "the store has no record for this id", distinct from "not cached"."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "MISSING"
+
+
+MISSING: Final = _Missing()
+
+
+class _Flight:
+    """One backend read in progress; `stale` is set when an invalidation overtakes it."""
+
+    __slots__ = ("stale", "task")
+
+    def __init__(self) -> None:
+        self.stale = False
+        self.task: asyncio.Task[AssetRecord | None] | None = None
+
+
+def _observe(task: asyncio.Task[AssetRecord | None]) -> None:
+    """Mark the exception as retrieved: every waiter may have been cancelled before it arrived."""
+    if not task.cancelled():
+        task.exception()
+
+
+class CachedAssetStore:
+    """An AssetStore that answers from memory while an entry is younger than `ttl` seconds.
+
+    ttl <= 0 or size <= 0 turns caching off: every get reads the backend.
+    """
+
+    def __init__(
+        self,
+        store: AssetStore,
+        ttl: float,
+        size: int,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.store = store
+        self.enabled = ttl > 0 and size > 0
+        self._cache: TTLCache[str, AssetRecord | _Missing] = TTLCache(
+            maxsize=max(size, 1), ttl=max(ttl, 0.0), timer=clock
+        )
+        self._flights: dict[str, _Flight] = {}
+        self.hits = 0
+        self.misses = 0
+
+    def __len__(self) -> int:
+        return len(self._cache)
+
+    async def get(self, asset_id: str) -> AssetRecord | None:
+        if not self.enabled:
+            self.misses += 1
+            return await self.store.get(asset_id)
+        try:
+            cached = self._cache[asset_id]
+        except KeyError:
+            pass
+        else:
+            self.hits += 1
+            return None if isinstance(cached, _Missing) else cached
+        self.misses += 1
+        flight = self._flights.get(asset_id)
+        if flight is None:
+            flight = self._flights[asset_id] = _Flight()
+            flight.task = asyncio.create_task(self._load(asset_id, flight))
+            flight.task.add_done_callback(_observe)
+        assert flight.task is not None
+        # shield: one waiter giving up (a client disconnecting) must not cancel the shared read.
+        return await asyncio.shield(flight.task)
+
+    async def _load(self, asset_id: str, flight: _Flight) -> AssetRecord | None:
+        try:
+            record = await self.store.get(asset_id)
+        finally:
+            if self._flights.get(asset_id) is flight:
+                del self._flights[asset_id]
+        if not flight.stale:
+            self._cache[asset_id] = MISSING if record is None else record
+        return record
+
+    async def put(self, record: AssetRecord) -> WriteResult:
+        try:
+            return await self.store.put(record)
+        finally:
+            # Also on failure: a timed-out write may still have been applied.
+            self.invalidate(record.id)
+
+    def invalidate(self, asset_id: str) -> None:
+        """Forget one id, including a read in flight that may have seen the old state."""
+        self._cache.pop(asset_id, None)
+        flight = self._flights.pop(asset_id, None)
+        if flight is not None:
+            flight.stale = True
+
+    def clear(self) -> None:
+        """Forget everything, e.g. after the invalidation channel was lost and messages missed."""
+        self._cache.clear()
+        for flight in self._flights.values():
+            flight.stale = True
+        self._flights.clear()
+
+    async def ping(self) -> None:
+        await self.store.ping()
+
+    async def close(self) -> None:
+        self.clear()
+        await self.store.close()

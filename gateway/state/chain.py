@@ -1,0 +1,38 @@
+"""Follow replacement chains (A replaced by B replaced by C) to the file a visitor should get.
+Publishers make mistakes, so a loop or a dangling id must end in a clear status, never a hang."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+from gateway.models import NO_REPLACEMENT, AssetRecord, Replacement, ReplacementStatus
+
+Getter = Callable[[str], Awaitable[AssetRecord | None]]
+
+MAX_DEPTH = 10
+
+
+async def resolve_replacement(get: Getter, record: AssetRecord, max_depth: int = MAX_DEPTH) -> Replacement:
+    """Where `record`'s replacement chain ends: the first record without a replacement_id.
+
+    At most `max_depth` hops are followed (each one a store read); a longer chain, or one that
+    revisits an id (the record itself included), is BROKEN.
+    """
+    if record.replacement_id is None:
+        return NO_REPLACEMENT
+    seen = {record.id}
+    current = record
+    for _ in range(max_depth):
+        next_id = current.replacement_id
+        assert next_id is not None  # loop invariant: we only step from records that point on
+        if next_id in seen:
+            return Replacement(ReplacementStatus.BROKEN)
+        seen.add(next_id)
+        found = await get(next_id)
+        if found is None:
+            return Replacement(ReplacementStatus.MISSING)
+        if found.replacement_id is None:
+            status = ReplacementStatus.LIVE if found.live else ReplacementStatus.NOT_LIVE
+            return Replacement(status, found)
+        current = found
+    return Replacement(ReplacementStatus.BROKEN)

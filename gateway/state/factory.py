@@ -1,0 +1,94 @@
+"""Turn the `[state] url` setting into a store, so ops choose single node, Sentinel or Cluster by
+URL alone and every deployment gets the same fail-fast, self-healing connection settings."""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+import redis.asyncio
+from redis.asyncio.cluster import RedisCluster
+from redis.asyncio.retry import Retry
+from redis.asyncio.sentinel import Sentinel
+from redis.backoff import ExponentialBackoff
+
+from gateway.state.base import AssetStore
+from gateway.state.memory import MemoryAssetStore
+from gateway.state.redis import RedisAssetStore, RedisClient
+
+# Fail fast (the request answers 503 rather than hanging), then heal on its own: idle connections
+# are checked before use and a failed command is retried on a fresh connection after a short pause,
+# so a restarted Redis is picked up without restarting the gateway.
+SOCKET_TIMEOUT = 1.0
+HEALTH_CHECK_INTERVAL = 10
+RETRIES = 2
+SENTINEL_PORT = 26379
+
+SCHEMES = ("memory", "redis", "rediss", "unix", "redis+sentinel", "redis+cluster", "rediss+cluster")
+
+
+def connection_options() -> dict[str, Any]:
+    """Fresh per client: a Retry object carries backoff state and must not be shared."""
+    return {
+        "socket_connect_timeout": SOCKET_TIMEOUT,
+        "socket_timeout": SOCKET_TIMEOUT,
+        "health_check_interval": HEALTH_CHECK_INTERVAL,
+        "retry": Retry(ExponentialBackoff(cap=0.1, base=0.01), RETRIES),
+    }
+
+
+def open_store(url: str) -> AssetStore:
+    """A store for `url`; options in a redis URL's query string override the defaults above.
+
+    memory://                                      in-process (demo, tests)
+    redis://, rediss://, unix://                   one Redis node
+    redis+sentinel://h:p,h:p/service_name[/db]     the master Sentinel names for service_name
+    redis+cluster://h:p, rediss+cluster://h:p      Redis Cluster, discovered from that node
+    """
+    scheme = url.partition("://")[0].lower() if "://" in url else ""
+    if scheme == "memory":
+        return MemoryAssetStore()
+    if scheme in ("redis", "rediss", "unix"):
+        return RedisAssetStore(redis.asyncio.from_url(url, **connection_options()))
+    if scheme == "redis+sentinel":
+        return RedisAssetStore(_sentinel_master(url))
+    if scheme in ("redis+cluster", "rediss+cluster"):
+        plain = scheme.removesuffix("+cluster") + url[len(scheme) :]
+        return RedisAssetStore(RedisCluster.from_url(plain, **connection_options()))
+    raise ValueError(f"state url must start with one of {', '.join(s + '://' for s in SCHEMES)}")
+
+
+def _sentinel_master(url: str) -> RedisClient:
+    """Sentinel URLs list several hosts in one netloc, which urllib cannot parse as an address."""
+    parts = urlsplit(url)
+    userinfo, _, hostlist = parts.netloc.rpartition("@")
+    username, _, password = userinfo.partition(":")
+    sentinels = [_host_port(item, url) for item in hostlist.split(",") if item]
+    segments = [unquote(s) for s in parts.path.split("/") if s]
+    if not sentinels or not 1 <= len(segments) <= 2:
+        expected = "redis+sentinel://host:port[,host:port...]/service_name[/db]"
+        raise ValueError(f"expected {expected}: {url}")
+    service = segments[0]
+    try:
+        db = int(segments[1]) if len(segments) == 2 else 0
+    except ValueError:
+        raise ValueError(f"sentinel url database must be an integer: {url}") from None
+    # sentinel_kwargs too: by default the Sentinel connections would back off for seconds.
+    sentinel = Sentinel(  # type: ignore[no-untyped-call, unused-ignore]
+        sentinels, sentinel_kwargs=connection_options(), **connection_options()
+    )
+    return sentinel.master_for(
+        service, db=db, username=unquote(username) or None, password=unquote(password) or None
+    )
+
+
+def _host_port(item: str, url: str) -> tuple[str, int]:
+    if item.startswith("["):  # [IPv6]:port
+        host, _, rest = item[1:].partition("]")
+        port = rest.removeprefix(":")
+    else:
+        host, _, port = item.partition(":")
+    port = port or str(SENTINEL_PORT)
+    if not host or not port.isdigit():
+        raise ValueError(f"bad sentinel address {item!r} in {url}")
+    return host, int(port)

@@ -1,0 +1,217 @@
+"""The in-process cache: warm reads do no I/O, entries expire, misses are coalesced, and a backend
+outage is never hidden past the TTL."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from gateway.models import AssetRecord
+from gateway.state.base import StoreUnavailable, WriteResult
+from gateway.state.cache import CachedAssetStore
+from gateway.state.memory import MemoryAssetStore
+
+pytestmark = pytest.mark.asyncio
+
+TTL = 30.0
+
+
+def record(asset_id: str = "a1", version: int = 1) -> AssetRecord:
+    return AssetRecord(id=asset_id, version=version, object_key=f"k-{asset_id}", filename="f.pdf")
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class SlowStore(MemoryAssetStore):
+    """A backend whose reads take a while and can be switched off, like a Redis going away."""
+
+    def __init__(self, *records: AssetRecord) -> None:
+        super().__init__(records)
+        self.down = False
+        self.delay = 0.0
+
+    async def get(self, asset_id: str) -> AssetRecord | None:
+        found = await super().get(asset_id)  # counts the read
+        await asyncio.sleep(self.delay)
+        if self.down:
+            raise StoreUnavailable("backend down")
+        return found
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def backend() -> SlowStore:
+    return SlowStore(record("a1"))
+
+
+@pytest.fixture
+def cache(backend: SlowStore, clock: FakeClock) -> CachedAssetStore:
+    return CachedAssetStore(backend, ttl=TTL, size=1000, clock=clock)
+
+
+def reads(store: SlowStore) -> int:
+    return store.reads
+
+
+async def test_warm_gets_do_no_backend_reads(cache: CachedAssetStore, backend: SlowStore) -> None:
+    assert await cache.get("a1") == record("a1")
+    assert reads(backend) == 1
+    for _ in range(10):
+        assert await cache.get("a1") == record("a1")
+    assert reads(backend) == 1
+    assert (cache.hits, cache.misses) == (10, 1)
+
+
+async def test_missing_ids_are_cached(cache: CachedAssetStore, backend: SlowStore) -> None:
+    assert await cache.get("nope") is None
+    assert await cache.get("nope") is None
+    assert reads(backend) == 1
+    assert cache.hits == 1
+
+
+async def test_entries_expire_after_ttl(
+    cache: CachedAssetStore, backend: SlowStore, clock: FakeClock
+) -> None:
+    await cache.get("a1")
+    await cache.get("nope")
+    await backend.put(record("a1", 2))  # written elsewhere, invalidation lost
+    await backend.put(record("nope", 1))
+    clock.now += TTL - 0.5
+    assert await cache.get("a1") == record("a1", 1)  # stale, but within the TTL bound
+    assert await cache.get("nope") is None
+    clock.now += 1
+    assert await cache.get("a1") == record("a1", 2)
+    assert await cache.get("nope") == record("nope", 1)
+    assert reads(backend) == 4
+
+
+async def test_invalidate_and_clear(cache: CachedAssetStore, backend: SlowStore) -> None:
+    await cache.get("a1")
+    await cache.get("b1")
+    await backend.put(record("a1", 2))
+    await backend.put(record("b1", 2))
+    cache.invalidate("a1")
+    assert await cache.get("a1") == record("a1", 2)
+    assert await cache.get("b1") is None  # still the cached miss
+    cache.clear()
+    assert len(cache) == 0
+    assert await cache.get("b1") == record("b1", 2)
+    cache.invalidate("never-seen")  # no error
+
+
+async def test_put_goes_through_and_drops_the_entry(
+    cache: CachedAssetStore, backend: SlowStore
+) -> None:
+    await cache.get("a1")
+    assert await cache.put(record("a1", 2)) == WriteResult(applied=True, current_version=2)
+    assert await cache.get("a1") == record("a1", 2)
+    assert await cache.put(record("a1", 2)) == WriteResult(applied=False, current_version=2)
+    assert await backend.get("a1") == record("a1", 2)
+
+
+async def test_concurrent_misses_share_one_read(
+    cache: CachedAssetStore, backend: SlowStore
+) -> None:
+    backend.delay = 0.01
+    results = await asyncio.gather(*(cache.get("a1") for _ in range(100)))
+    assert results == [record("a1")] * 100
+    assert reads(backend) == 1
+    assert await cache.get("a1") == record("a1")
+    assert reads(backend) == 1
+
+
+async def test_backend_failure_reaches_every_waiter(
+    cache: CachedAssetStore, backend: SlowStore
+) -> None:
+    backend.delay = 0.01
+    backend.down = True
+    results = await asyncio.gather(*(cache.get("a1") for _ in range(20)), return_exceptions=True)
+    assert all(isinstance(r, StoreUnavailable) for r in results)
+    assert reads(backend) == 1
+    assert len(cache) == 0  # failures are not cached
+    backend.down = False
+    assert await cache.get("a1") == record("a1")  # the next get reads again
+    assert reads(backend) == 2
+
+
+async def test_cached_entries_survive_an_outage_only_within_ttl(
+    cache: CachedAssetStore, backend: SlowStore, clock: FakeClock
+) -> None:
+    await cache.get("a1")
+    await cache.get("nope")
+    backend.down = True
+    assert await cache.get("a1") == record("a1")
+    assert await cache.get("nope") is None
+    with pytest.raises(StoreUnavailable):
+        await cache.get("uncached")
+    clock.now += TTL + 1
+    with pytest.raises(StoreUnavailable):
+        await cache.get("a1")
+    with pytest.raises(StoreUnavailable):
+        await cache.get("nope")
+
+
+async def test_one_waiter_cancelled_does_not_cancel_the_shared_read(
+    cache: CachedAssetStore, backend: SlowStore
+) -> None:
+    backend.delay = 0.05
+    first = asyncio.create_task(cache.get("a1"))
+    second = asyncio.create_task(cache.get("a1"))
+    await asyncio.sleep(0.01)
+    first.cancel()
+    assert await second == record("a1")
+    with pytest.raises(asyncio.CancelledError):
+        await first
+    assert reads(backend) == 1
+
+
+async def test_invalidation_during_a_read_is_not_lost(
+    cache: CachedAssetStore, backend: SlowStore
+) -> None:
+    """A read that started before a write must not park the old state in the cache."""
+    backend.delay = 0.05
+    reading = asyncio.create_task(cache.get("a1"))
+    await asyncio.sleep(0.01)  # the read is in flight (it already saw version 1)
+    await cache.put(record("a1", 2))
+    await reading
+    assert await cache.get("a1") == record("a1", 2)
+
+
+async def test_size_is_bounded(backend: SlowStore, clock: FakeClock) -> None:
+    cache = CachedAssetStore(backend, ttl=TTL, size=10, clock=clock)
+    for i in range(100):
+        await backend.put(record(f"id{i}"))
+        assert await cache.get(f"id{i}") == record(f"id{i}")
+    for i in range(100):
+        await cache.get(f"missing{i}")
+    assert len(cache) <= 10
+
+
+@pytest.mark.parametrize(("ttl", "size"), [(0, 1000), (TTL, 0)])
+async def test_zero_ttl_or_size_disables_caching(
+    backend: SlowStore, ttl: float, size: int
+) -> None:
+    cache = CachedAssetStore(backend, ttl=ttl, size=size)
+    for _ in range(3):
+        assert await cache.get("a1") == record("a1")
+    assert reads(backend) == 3
+    assert len(cache) == 0
+
+
+async def test_ping_and_close_reach_the_backend(cache: CachedAssetStore) -> None:
+    await cache.ping()
+    await cache.get("a1")
+    await cache.close()
+    assert len(cache) == 0
+

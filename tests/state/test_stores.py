@@ -1,0 +1,294 @@
+"""Both store backends against the same contract, Redis always a real redis-server: versioned
+writes, concurrent writers, and recovery after Redis restarts. Also every kind of state URL."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import subprocess
+import tempfile
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+import pytest_asyncio
+import redis
+from redis.asyncio.cluster import RedisCluster
+
+from gateway.models import AccessList, AssetRecord
+from gateway.records import MAX_VERSION
+from gateway.state.base import AssetStore, StoreUnavailable, WriteResult
+from gateway.state.factory import open_store
+from gateway.state.memory import MemoryAssetStore
+from gateway.state.redis import RedisAssetStore, asset_key
+from tests.servers import RedisServer, free_port, require_binary, run_redis, wait_for_port
+
+pytestmark = pytest.mark.asyncio
+
+
+def record(asset_id: str = "a1", version: int = 1) -> AssetRecord:
+    return AssetRecord(id=asset_id, version=version, object_key=f"k-{asset_id}", filename="f.pdf")
+
+
+FULL = AssetRecord(
+    id="5a1b2c",
+    version=3,
+    object_key="0f8e2c1a-uuid",
+    filename="budget.pdf",
+    filename_history=("budget-draft.pdf", "budget-v1.pdf"),
+    content_type="application/pdf",
+    state="clean",
+    draft=True,
+    deleted=True,
+    redirect_url="https://example.org/new",
+    replacement_id="other_1",
+    access_limited=AccessList(users=("u1",), organisations=("o1", "o2"), groups=("g1",)),
+    auth_bypass_ids=("bypass-1",),
+    parent_document_url="https://example.org/doc",
+    etag='"5a1b-1f00"',
+    last_modified="2018-01-19T11:15:58Z",
+    size=7936,
+)
+
+
+@pytest_asyncio.fixture(params=["memory", "redis"])
+async def store(request: pytest.FixtureRequest) -> AsyncIterator[AssetStore]:
+    url = "memory://" if request.param == "memory" else request.getfixturevalue("redis_url")
+    opened = open_store(url)
+    yield opened
+    await opened.close()
+
+
+async def test_roundtrip_preserves_every_field(store: AssetStore) -> None:
+    assert await store.put(FULL) == WriteResult(applied=True, current_version=3)
+    assert await store.get(FULL.id) == FULL
+    minimal = record("plain")
+    await store.put(minimal)
+    assert await store.get("plain") == minimal
+
+
+async def test_unknown_id_is_none(store: AssetStore) -> None:
+    assert await store.get("nothing-here") is None
+
+
+@pytest.mark.parametrize("stale_version", [3, 2, 1])
+async def test_stale_write_is_rejected(store: AssetStore, stale_version: int) -> None:
+    await store.put(record("a1", 3))
+    stale = AssetRecord(id="a1", version=stale_version, object_key="other", filename="x.pdf")
+    assert await store.put(stale) == WriteResult(applied=False, current_version=3)
+    assert await store.get("a1") == record("a1", 3)
+
+
+@pytest.mark.parametrize(("first", "second"), [(9, 10), (99, 100), (MAX_VERSION - 1, MAX_VERSION)])
+async def test_versions_compare_as_integers(store: AssetStore, first: int, second: int) -> None:
+    """Not as strings ("10" < "9") nor as floats (2^63 - 1 == 2^63 - 2 as a double)."""
+    assert (await store.put(record("a1", first))).applied
+    assert await store.put(record("a1", second)) == WriteResult(True, second)
+    assert await store.put(record("a1", first)) == WriteResult(False, second)
+    assert await store.get("a1") == record("a1", second)
+
+
+async def test_concurrent_writers_keep_the_highest_version(store: AssetStore) -> None:
+    versions = list(range(1, 51))
+    random.Random(7).shuffle(versions)
+    results = await asyncio.gather(*(store.put(record("hot", v)) for v in versions))
+    assert any(r.applied for r in results)
+    applied = [v for v, r in zip(versions, results, strict=True) if r.applied]
+    assert applied == sorted(applied)  # every applied write was newer than the one before it
+    assert all(r.current_version >= v for v, r in zip(versions, results, strict=True))
+    assert await store.get("hot") == record("hot", 50)
+
+
+async def test_ping(store: AssetStore) -> None:
+    await store.ping()
+
+
+async def test_memory_store_counts_reads() -> None:
+    store = MemoryAssetStore([record("a1")])
+    await store.get("a1")
+    await store.get("b1")
+    assert store.reads == 2
+    assert len(store) == 1
+
+
+async def test_redis_layout(redis_url: str) -> None:
+    """One hash per asset under a Cluster hash tag, readable by ops with redis-cli."""
+    store = open_store(redis_url)
+    assert isinstance(store, RedisAssetStore)
+    await store.put(FULL)
+    raw = redis.Redis.from_url(redis_url)
+    try:
+        assert asset_key("5a1b2c") == "asset:{5a1b2c}"
+        assert set(raw.hkeys("asset:{5a1b2c}")) == {b"version", b"record"}
+        assert raw.hget("asset:{5a1b2c}", "version") == b"3"
+    finally:
+        raw.close()
+        await store.close()
+    assert store.reads == 0
+
+
+async def test_redis_outage_raises_then_recovers(
+    redis_server: RedisServer, redis_url: str
+) -> None:
+    store = open_store(redis_url)
+    assert isinstance(store, RedisAssetStore)
+    await store.put(record("a1"))
+    assert await store.get("a1") == record("a1")
+    try:
+        redis_server.stop()
+        started = time.monotonic()
+        with pytest.raises(StoreUnavailable):
+            await store.get("a1")
+        with pytest.raises(StoreUnavailable):
+            await store.put(record("a1", 2))
+        with pytest.raises(StoreUnavailable):
+            await store.ping()
+        assert time.monotonic() - started < 5  # fails fast, so callers can answer 503
+    finally:
+        redis_server.start()
+    # The same store object reconnects by itself (this Redis keeps nothing across restarts).
+    await store.ping()
+    assert await store.get("a1") is None
+    assert await store.put(record("a1", 2)) == WriteResult(True, 2)
+    assert await store.get("a1") == record("a1", 2)
+    assert store.reads == 4
+    await store.close()
+
+
+async def test_redis_unreachable_from_the_start() -> None:
+    store = open_store(f"redis://127.0.0.1:{free_port()}/0")
+    with pytest.raises(StoreUnavailable):
+        await store.get("a1")
+    with pytest.raises(StoreUnavailable):
+        await store.ping()
+    await store.close()
+
+
+# ---- every kind of state URL, each against a real server ----
+
+
+async def exercise(store: AssetStore) -> None:
+    await store.ping()
+    assert await store.put(record("a1", 2)) == WriteResult(True, 2)
+    assert await store.put(record("a1", 1)) == WriteResult(False, 2)
+    assert await store.get("a1") == record("a1", 2)
+    await store.close()
+
+
+async def test_memory_url() -> None:
+    store = open_store("memory://")
+    assert isinstance(store, MemoryAssetStore)
+    await exercise(store)
+
+
+@pytest.fixture
+def tmp_dir() -> Iterator[Path]:
+    with tempfile.TemporaryDirectory(prefix="gateway-redis-") as directory:
+        yield Path(directory)
+
+
+def spawn(directory: Path, *args: str) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [require_binary("redis-server"), *args, "--dir", str(directory)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+def wait_for_file(path: Path, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{path} did not appear")
+        time.sleep(0.02)
+
+
+async def test_unix_socket_url(tmp_dir: Path) -> None:
+    socket_path = tmp_dir / "redis.sock"
+    process = spawn(tmp_dir, "--port", "0", "--unixsocket", str(socket_path), "--save", "")
+    try:
+        wait_for_file(socket_path)
+        await exercise(open_store(f"unix://{socket_path}?db=1"))
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+async def test_sentinel_url(tmp_dir: Path) -> None:
+    with run_redis() as master:
+        port = free_port()
+        config = tmp_dir / "sentinel.conf"
+        config.write_text(
+            f"port {port}\nbind 127.0.0.1\n"
+            f"sentinel monitor gateway 127.0.0.1 {master.port} 1\n"
+        )
+        process = spawn(tmp_dir, str(config), "--sentinel")
+        try:
+            wait_for_port(port)
+            url = f"redis+sentinel://127.0.0.1:{free_port()},127.0.0.1:{port}/gateway/2"
+            store = open_store(url)  # the first sentinel listed is down: the next one answers
+            await exercise(store)
+            raw = redis.Redis.from_url(f"redis://127.0.0.1:{master.port}/2")
+            assert raw.exists("asset:{a1}")
+            raw.close()
+        finally:
+            process.terminate()
+            process.wait(timeout=10)
+
+
+async def test_sentinel_without_a_reachable_sentinel() -> None:
+    store = open_store(f"redis+sentinel://127.0.0.1:{free_port()}/gateway")
+    with pytest.raises(StoreUnavailable):
+        await store.get("a1")
+    await store.close()
+
+
+async def test_cluster_url(tmp_dir: Path) -> None:
+    """A one-node cluster owning every slot: enough to prove keys and the script are Cluster-safe."""
+    port = free_port()
+    process = spawn(
+        tmp_dir, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+        "--cluster-enabled", "yes", "--cluster-config-file", str(tmp_dir / "nodes.conf"),
+    )  # fmt: skip
+    try:
+        wait_for_port(port)
+        admin = redis.Redis(port=port)
+        admin.execute_command("CLUSTER ADDSLOTSRANGE", 0, 16383)
+        deadline = time.monotonic() + 10
+        while b"cluster_state:ok" not in admin.execute_command("CLUSTER INFO"):
+            assert time.monotonic() < deadline, "cluster never became ready"
+            time.sleep(0.05)
+        admin.close()
+        store = open_store(f"redis+cluster://127.0.0.1:{port}")
+        assert isinstance(store, RedisAssetStore)
+        assert isinstance(store.client, RedisCluster)
+        await exercise(store)
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+async def test_tls_cluster_url_uses_tls() -> None:
+    store = open_store("rediss+cluster://127.0.0.1:6390")
+    assert isinstance(store, RedisAssetStore)
+    assert isinstance(store.client, RedisCluster)
+    assert store.client.nodes_manager.connection_kwargs.get("ssl") is True
+    await store.close()
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "",
+        "127.0.0.1:6379",
+        "http://127.0.0.1:6379",
+        "redis+sentinel:///gateway",
+        "redis+sentinel://127.0.0.1:26379",
+        "redis+sentinel://127.0.0.1:26379/gateway/not-a-db",
+        "redis+sentinel://127.0.0.1:port/gateway",
+    ],
+)
+async def test_bad_urls_are_rejected(url: str) -> None:
+    with pytest.raises(ValueError, match="redis|sentinel|state url"):
+        open_store(url)
