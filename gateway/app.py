@@ -18,9 +18,10 @@ from gateway.state.cache import CachedAssetStore
 from gateway.state.factory import open_store
 from gateway.tokens import TokenVerifier
 
-# Request lines and headers past these sizes are refused by aiohttp (400/431) before we see them.
-MAX_LINE_SIZE = 8190
-MAX_FIELD_SIZE = 8190
+# Request lines and header fields past these sizes get a bare 400 before any of our code runs;
+# tokens have their own, smaller limit (gateway.tokens.MAX_TOKEN_BYTES).
+MAX_LINE_SIZE = 16384
+MAX_FIELD_SIZE = 16384
 
 
 def build_gateway(

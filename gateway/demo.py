@@ -21,6 +21,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from gateway.app import build_gateway, create_public_app
+from gateway.http.runner import GatewayRunner
 from gateway.models import AccessList, AssetRecord
 from gateway.observability import configure_logging
 from gateway.policy.reload import CurrentPolicy
@@ -283,7 +284,7 @@ async def start_demo_app(demo: Demo, port: int) -> web.AppRunner:
         presigner=Presigner(demo.settings.s3, credentials),
         policy=CurrentPolicy(demo.settings.policies.dir),
     )
-    runner = web.AppRunner(create_public_app(gateway), access_log=None, handle_signals=False)
+    runner = GatewayRunner(create_public_app(gateway))
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", port).start()
     return runner

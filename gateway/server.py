@@ -12,6 +12,7 @@ import sys
 from aiohttp import web
 
 from gateway.app import build_gateway, create_public_app
+from gateway.http.runner import GatewayRunner
 from gateway.observability import configure_logging
 from gateway.policy.language import PolicyError
 from gateway.runtime import install_stop_signals, run_async
@@ -59,7 +60,7 @@ async def _serve_one(settings: Settings, *, reuse_port: bool) -> int:
     except (ConfigError, ValueError) as exc:
         print(f"asset-gateway: configuration error: {exc}", file=sys.stderr)
         return 2
-    runner = web.AppRunner(create_public_app(gateway), access_log=None, handle_signals=False)
+    runner = GatewayRunner(create_public_app(gateway))
     await runner.setup()
     site = web.TCPSite(runner, settings.server.host, settings.server.port, reuse_port=reuse_port)
     await site.start()

@@ -94,7 +94,9 @@ class TokenVerifier:
         self._issuer = settings.issuer or None
         self._audience = settings.audience or None
         # exp/nbf/iat are checked here against the `now` argument: PyJWT would use the real clock.
-        self._options: Options = {
+        # iss/aud name the identity provider, so they apply to user tokens only (DESIGN 2.3);
+        # preview links are minted by the publishing system with a shared secret.
+        self._user_options: Options = {
             "verify_signature": True,
             "verify_exp": False,
             "verify_nbf": False,
@@ -106,6 +108,7 @@ class TokenVerifier:
             "require": ["exp", "sub"],
             "enforce_minimum_key_length": True,
         }
+        self._preview_options: Options = {**self._user_options, "verify_iss": False, "verify_aud": False}
         self._with_kid: dict[tuple[str, str], list[_Key]] = {}
         self._without_kid: dict[str, list[_Key]] = {use: [] for use in _USES}
         for index, token_key in enumerate(settings.keys):
@@ -172,9 +175,9 @@ class TokenVerifier:
                     token,
                     key.key,
                     algorithms=[key.alg],  # pinned by configuration, never read from the header
-                    options=self._options,
-                    issuer=self._issuer,
-                    audience=self._audience,
+                    options=self._user_options if use == "user" else self._preview_options,
+                    issuer=self._issuer if use == "user" else None,
+                    audience=self._audience if use == "user" else None,
                 )
             except jwt.PyJWTError:
                 continue

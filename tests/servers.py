@@ -98,7 +98,7 @@ class S3Server:
             endpoint_url=self.endpoint_url,
             region_name=self.region,
             aws_access_key_id="testing",
-            aws_secret_access_key="testing",  # noqa: S106
+            aws_secret_access_key="testing",
         )
 
 

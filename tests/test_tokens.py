@@ -106,9 +106,7 @@ def handmade(header: dict[str, Any], claims: dict[str, Any], sign: Any = None) -
 # ---- accepted
 
 
-def test_valid_rs256_user_token_with_kid_from_pem(
-    verifier: TokenVerifier, rsa_pair: RsaPair
-) -> None:
+def test_valid_rs256_user_token_with_kid_from_pem(verifier: TokenVerifier, rsa_pair: RsaPair) -> None:
     identity = verifier.verify_user(rs256(rsa_pair, user_claims()), NOW)
     assert identity == UserIdentity("user-1", "org-1", frozenset({"editors"}), NOW + 300)
 
@@ -136,9 +134,7 @@ def test_hs256_preview_token_draft_asset_manager_access(
     assert verifier.verify_preview(token, NOW) == PreviewIdentity("bypass-1", granted, NOW + 300)
 
 
-def test_user_claims_may_leave_out_org_and_groups(
-    verifier: TokenVerifier, rsa_pair: RsaPair
-) -> None:
+def test_user_claims_may_leave_out_org_and_groups(verifier: TokenVerifier, rsa_pair: RsaPair) -> None:
     identity = verifier.verify_user(rs256(rsa_pair, user_claims(org=DROP, groups=DROP)), NOW)
     assert identity == UserIdentity("user-1", None, frozenset(), NOW + 300)
 
@@ -161,9 +157,7 @@ def test_cache_hit_skips_second_verification(verifier: TokenVerifier, rsa_pair: 
     assert verifier.verifications == count
 
 
-def test_cached_entry_stops_being_valid_after_exp(
-    verifier: TokenVerifier, rsa_pair: RsaPair
-) -> None:
+def test_cached_entry_stops_being_valid_after_exp(verifier: TokenVerifier, rsa_pair: RsaPair) -> None:
     token = rs256(rsa_pair, user_claims(exp=NOW + 60))
     assert verifier.verify_user(token, NOW) is not None
     assert verifier.verify_user(token, NOW + 60 + 30) is not None  # exp + leeway: still valid
@@ -193,9 +187,7 @@ def test_alg_none_rejected(verifier: TokenVerifier) -> None:
     assert verifier.verify_user(token, NOW) is None
 
 
-def test_hs256_signed_with_rsa_public_key_rejected(
-    verifier: TokenVerifier, rsa_pair: RsaPair
-) -> None:
+def test_hs256_signed_with_rsa_public_key_rejected(verifier: TokenVerifier, rsa_pair: RsaPair) -> None:
     """Algorithm confusion: the public PEM used as an HMAC secret must not verify."""
     secret = rsa_pair.public_pem.encode()
     token = handmade(
@@ -293,9 +285,7 @@ def test_user_token_with_bad_claim_rejected(
     [{"exp": NOW - 31}, {"exp": DROP}, {"sub": DROP}, {"aud": "another-service"}],
     ids=["expired", "missing-exp", "missing-sub", "wrong-aud"],
 )
-def test_preview_token_with_bad_claim_rejected(
-    verifier: TokenVerifier, changes: dict[str, Any]
-) -> None:
+def test_preview_token_with_bad_claim_rejected(verifier: TokenVerifier, changes: dict[str, Any]) -> None:
     assert verifier.verify_preview(hs256(preview_claims(**changes)), NOW) is None
 
 
@@ -342,9 +332,7 @@ def test_mint_hs256_round_trips(verifier: TokenVerifier) -> None:
     assert verifier.verify_preview(token, NOW) == PreviewIdentity("bypass-1", True, NOW + 300)
 
 
-def test_mint_rs256_with_private_pem_puts_kid_in_header(
-    verifier: TokenVerifier, rsa_pair: RsaPair
-) -> None:
+def test_mint_rs256_with_private_pem_puts_kid_in_header(verifier: TokenVerifier, rsa_pair: RsaPair) -> None:
     token = mint_token(user_key(rsa_pair), user_claims(), private_key_pem=rsa_pair.private_pem)
     assert jwt.get_unverified_header(token)["kid"] == KID
     assert verifier.verify_user(token, NOW) is not None

@@ -44,6 +44,8 @@ def open_store(url: str) -> AssetStore:
     redis://, rediss://, unix://                   one Redis node
     redis+sentinel://h:p,h:p/service_name[/db]     the master Sentinel names for service_name
     redis+cluster://h:p, rediss+cluster://h:p      Redis Cluster, discovered from that node
+
+    A `user:password@` in a sentinel URL authenticates to the master, not to the Sentinels.
     """
     scheme = url.partition("://")[0].lower() if "://" in url else ""
     if scheme == "memory":
@@ -51,14 +53,15 @@ def open_store(url: str) -> AssetStore:
     if scheme in ("redis", "rediss", "unix"):
         return RedisAssetStore(redis.asyncio.from_url(url, **connection_options()))
     if scheme == "redis+sentinel":
-        return RedisAssetStore(_sentinel_master(url))
+        sentinel, master = _sentinel_master(url)
+        return RedisAssetStore(master, also_close=sentinel.sentinels)
     if scheme in ("redis+cluster", "rediss+cluster"):
         plain = scheme.removesuffix("+cluster") + url[len(scheme) :]
         return RedisAssetStore(RedisCluster.from_url(plain, **connection_options()))
     raise ValueError(f"state url must start with one of {', '.join(s + '://' for s in SCHEMES)}")
 
 
-def _sentinel_master(url: str) -> RedisClient:
+def _sentinel_master(url: str) -> tuple[Sentinel, RedisClient]:
     """Sentinel URLs list several hosts in one netloc, which urllib cannot parse as an address."""
     parts = urlsplit(url)
     userinfo, _, hostlist = parts.netloc.rpartition("@")
@@ -77,9 +80,10 @@ def _sentinel_master(url: str) -> RedisClient:
     sentinel = Sentinel(  # type: ignore[no-untyped-call, unused-ignore]
         sentinels, sentinel_kwargs=connection_options(), **connection_options()
     )
-    return sentinel.master_for(
+    master = sentinel.master_for(
         service, db=db, username=unquote(username) or None, password=unquote(password) or None
     )
+    return sentinel, master
 
 
 def _host_port(item: str, url: str) -> tuple[str, int]:

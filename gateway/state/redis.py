@@ -4,6 +4,7 @@ script so that late, out-of-order writes from several publishers never overwrite
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from typing import Any, Final, TypeAlias
 
 from redis.exceptions import (  # type: ignore[attr-defined, unused-ignore]  # stubs lack OOM
@@ -65,8 +66,10 @@ def unavailable(operation: str, exc: BaseException) -> StoreUnavailable:
 class RedisAssetStore:
     """One hash per asset with fields `version` and `record` (the DESIGN 2.4 JSON)."""
 
-    def __init__(self, client: RedisClient) -> None:
+    def __init__(self, client: RedisClient, *, also_close: Sequence[RedisClient] = ()) -> None:
+        """`also_close`: helper clients the store owns, e.g. the Sentinel connections."""
         self.client = client  # public: invalidation (pub/sub) reuses this connection setup
+        self._also_close = tuple(also_close)
         self._put = client.register_script(PUT_SCRIPT)  # sent once, then called by SHA
         self.reads = 0
 
@@ -98,3 +101,5 @@ class RedisAssetStore:
 
     async def close(self) -> None:
         await self.client.aclose()
+        for client in self._also_close:
+            await client.aclose()

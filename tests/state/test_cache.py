@@ -110,9 +110,7 @@ async def test_invalidate_and_clear(cache: CachedAssetStore, backend: SlowStore)
     cache.invalidate("never-seen")  # no error
 
 
-async def test_put_goes_through_and_drops_the_entry(
-    cache: CachedAssetStore, backend: SlowStore
-) -> None:
+async def test_put_goes_through_and_drops_the_entry(cache: CachedAssetStore, backend: SlowStore) -> None:
     await cache.get("a1")
     assert await cache.put(record("a1", 2)) == WriteResult(applied=True, current_version=2)
     assert await cache.get("a1") == record("a1", 2)
@@ -120,9 +118,7 @@ async def test_put_goes_through_and_drops_the_entry(
     assert await backend.get("a1") == record("a1", 2)
 
 
-async def test_concurrent_misses_share_one_read(
-    cache: CachedAssetStore, backend: SlowStore
-) -> None:
+async def test_concurrent_misses_share_one_read(cache: CachedAssetStore, backend: SlowStore) -> None:
     backend.delay = 0.01
     results = await asyncio.gather(*(cache.get("a1") for _ in range(100)))
     assert results == [record("a1")] * 100
@@ -131,9 +127,7 @@ async def test_concurrent_misses_share_one_read(
     assert reads(backend) == 1
 
 
-async def test_backend_failure_reaches_every_waiter(
-    cache: CachedAssetStore, backend: SlowStore
-) -> None:
+async def test_backend_failure_reaches_every_waiter(cache: CachedAssetStore, backend: SlowStore) -> None:
     backend.delay = 0.01
     backend.down = True
     results = await asyncio.gather(*(cache.get("a1") for _ in range(20)), return_exceptions=True)
@@ -176,9 +170,7 @@ async def test_one_waiter_cancelled_does_not_cancel_the_shared_read(
     assert reads(backend) == 1
 
 
-async def test_invalidation_during_a_read_is_not_lost(
-    cache: CachedAssetStore, backend: SlowStore
-) -> None:
+async def test_invalidation_during_a_read_is_not_lost(cache: CachedAssetStore, backend: SlowStore) -> None:
     """A read that started before a write must not park the old state in the cache."""
     backend.delay = 0.05
     reading = asyncio.create_task(cache.get("a1"))
@@ -199,9 +191,7 @@ async def test_size_is_bounded(backend: SlowStore, clock: FakeClock) -> None:
 
 
 @pytest.mark.parametrize(("ttl", "size"), [(0, 1000), (TTL, 0)])
-async def test_zero_ttl_or_size_disables_caching(
-    backend: SlowStore, ttl: float, size: int
-) -> None:
+async def test_zero_ttl_or_size_disables_caching(backend: SlowStore, ttl: float, size: int) -> None:
     cache = CachedAssetStore(backend, ttl=ttl, size=size)
     for _ in range(3):
         assert await cache.get("a1") == record("a1")
@@ -214,4 +204,3 @@ async def test_ping_and_close_reach_the_backend(cache: CachedAssetStore) -> None
     await cache.get("a1")
     await cache.close()
     assert len(cache) == 0
-

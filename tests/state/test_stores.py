@@ -15,6 +15,7 @@ import pytest
 import pytest_asyncio
 import redis
 from redis.asyncio.cluster import RedisCluster
+from redis.asyncio.connection import SSLConnection
 
 from gateway.models import AccessList, AssetRecord
 from gateway.records import MAX_VERSION
@@ -93,10 +94,11 @@ async def test_concurrent_writers_keep_the_highest_version(store: AssetStore) ->
     versions = list(range(1, 51))
     random.Random(7).shuffle(versions)
     results = await asyncio.gather(*(store.put(record("hot", v)) for v in versions))
-    assert any(r.applied for r in results)
-    applied = [v for v, r in zip(versions, results, strict=True) if r.applied]
-    assert applied == sorted(applied)  # every applied write was newer than the one before it
-    assert all(r.current_version >= v for v, r in zip(versions, results, strict=True))
+    for version, result in zip(versions, results, strict=True):
+        if result.applied:
+            assert result.current_version == version
+        else:  # rejected only because something at least as new was already there
+            assert result.current_version >= version
     assert await store.get("hot") == record("hot", 50)
 
 
@@ -128,9 +130,7 @@ async def test_redis_layout(redis_url: str) -> None:
     assert store.reads == 0
 
 
-async def test_redis_outage_raises_then_recovers(
-    redis_server: RedisServer, redis_url: str
-) -> None:
+async def test_redis_outage_raises_then_recovers(redis_server: RedisServer, redis_url: str) -> None:
     store = open_store(redis_url)
     assert isinstance(store, RedisAssetStore)
     await store.put(record("a1"))
@@ -196,6 +196,12 @@ def spawn(directory: Path, *args: str) -> subprocess.Popen[bytes]:
     )
 
 
+def stop(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is None:
+        process.terminate()
+        process.wait(timeout=10)
+
+
 def wait_for_file(path: Path, timeout: float = 10.0) -> None:
     deadline = time.monotonic() + timeout
     while not path.exists():
@@ -204,76 +210,102 @@ def wait_for_file(path: Path, timeout: float = 10.0) -> None:
         time.sleep(0.02)
 
 
-async def test_unix_socket_url(tmp_dir: Path) -> None:
+@pytest.fixture
+def unix_socket(tmp_dir: Path) -> Iterator[Path]:
     socket_path = tmp_dir / "redis.sock"
     process = spawn(tmp_dir, "--port", "0", "--unixsocket", str(socket_path), "--save", "")
     try:
         wait_for_file(socket_path)
-        await exercise(open_store(f"unix://{socket_path}?db=1"))
+        yield socket_path
     finally:
-        process.terminate()
-        process.wait(timeout=10)
+        stop(process)
 
 
-async def test_sentinel_url(tmp_dir: Path) -> None:
+async def test_unix_socket_url(unix_socket: Path) -> None:
+    await exercise(open_store(f"unix://{unix_socket}?db=1"))
+
+
+@pytest.fixture
+def sentinel(tmp_dir: Path) -> Iterator[tuple[int, RedisServer]]:
+    """A real Sentinel watching its own master, named "gateway"; yields (sentinel port, master)."""
     with run_redis() as master:
         port = free_port()
-        config = tmp_dir / "sentinel.conf"
+        config = tmp_dir / "sentinel.conf"  # Sentinel rewrites its config, so a private copy
         config.write_text(
-            f"port {port}\nbind 127.0.0.1\n"
-            f"sentinel monitor gateway 127.0.0.1 {master.port} 1\n"
+            f"port {port}\nbind 127.0.0.1\nsentinel monitor gateway 127.0.0.1 {master.port} 1\n"
         )
         process = spawn(tmp_dir, str(config), "--sentinel")
         try:
             wait_for_port(port)
-            url = f"redis+sentinel://127.0.0.1:{free_port()},127.0.0.1:{port}/gateway/2"
-            store = open_store(url)  # the first sentinel listed is down: the next one answers
-            await exercise(store)
-            raw = redis.Redis.from_url(f"redis://127.0.0.1:{master.port}/2")
-            assert raw.exists("asset:{a1}")
-            raw.close()
+            yield port, master
         finally:
-            process.terminate()
-            process.wait(timeout=10)
+            stop(process)
+
+
+async def test_sentinel_url(sentinel: tuple[int, RedisServer]) -> None:
+    port, master = sentinel
+    # The first sentinel listed is down: the next one answers.
+    await exercise(open_store(f"redis+sentinel://127.0.0.1:{free_port()},127.0.0.1:{port}/gateway/2"))
+    raw = redis.Redis.from_url(f"redis://127.0.0.1:{master.port}/2")
+    assert raw.exists("asset:{a1}")
+    raw.close()
 
 
 async def test_sentinel_without_a_reachable_sentinel() -> None:
     store = open_store(f"redis+sentinel://127.0.0.1:{free_port()}/gateway")
+    started = time.monotonic()
     with pytest.raises(StoreUnavailable):
         await store.get("a1")
+    assert time.monotonic() - started < 5
     await store.close()
 
 
-async def test_cluster_url(tmp_dir: Path) -> None:
-    """A one-node cluster owning every slot: enough to prove keys and the script are Cluster-safe."""
+@pytest.fixture
+def cluster(tmp_dir: Path) -> Iterator[tuple[int, subprocess.Popen[bytes]]]:
+    """A one-node cluster owning every slot: enough to prove keys and the script are Cluster-safe.
+    Yields (port, process)."""
     port = free_port()
     process = spawn(
         tmp_dir, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
         "--cluster-enabled", "yes", "--cluster-config-file", str(tmp_dir / "nodes.conf"),
+        "--cluster-port", str(free_port()),  # the default, port + 10000, may not exist
     )  # fmt: skip
     try:
         wait_for_port(port)
         admin = redis.Redis(port=port)
-        admin.execute_command("CLUSTER ADDSLOTSRANGE", 0, 16383)
+        admin.cluster("ADDSLOTSRANGE", "0", "16383")
         deadline = time.monotonic() + 10
-        while b"cluster_state:ok" not in admin.execute_command("CLUSTER INFO"):
+        while admin.cluster("INFO").get("cluster_state") != "ok":
             assert time.monotonic() < deadline, "cluster never became ready"
             time.sleep(0.05)
         admin.close()
-        store = open_store(f"redis+cluster://127.0.0.1:{port}")
-        assert isinstance(store, RedisAssetStore)
-        assert isinstance(store.client, RedisCluster)
-        await exercise(store)
+        yield port, process
     finally:
-        process.terminate()
-        process.wait(timeout=10)
+        stop(process)
+
+
+async def test_cluster_url(cluster: tuple[int, subprocess.Popen[bytes]]) -> None:
+    port, process = cluster
+    store = open_store(f"redis+cluster://127.0.0.1:{port}")
+    assert isinstance(store, RedisAssetStore)
+    assert isinstance(store.client, RedisCluster)
+    await exercise(store)
+
+    store = open_store(f"redis+cluster://127.0.0.1:{port}")
+    assert await store.get("a1") == record("a1", 2)
+    stop(process)
+    started = time.monotonic()
+    with pytest.raises(StoreUnavailable):
+        await store.get("a1")
+    assert time.monotonic() - started < 5
+    await store.close()
 
 
 async def test_tls_cluster_url_uses_tls() -> None:
     store = open_store("rediss+cluster://127.0.0.1:6390")
     assert isinstance(store, RedisAssetStore)
     assert isinstance(store.client, RedisCluster)
-    assert store.client.nodes_manager.connection_kwargs.get("ssl") is True
+    assert store.client.nodes_manager.connection_kwargs["connection_class"] is SSLConnection
     await store.close()
 
 
@@ -290,5 +322,5 @@ async def test_tls_cluster_url_uses_tls() -> None:
     ],
 )
 async def test_bad_urls_are_rejected(url: str) -> None:
-    with pytest.raises(ValueError, match="redis|sentinel|state url"):
+    with pytest.raises(ValueError, match=r"redis|sentinel|state url"):
         open_store(url)

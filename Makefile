@@ -1,0 +1,39 @@
+# Two commands on a fresh machine: `make run` (the demo) and `make test` (lint + the whole suite).
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: run test lint unit servers bench clean
+
+$(BIN)/python:
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
+		{ echo "asset-gateway needs Python 3.11 or newer (PYTHON=$(PYTHON))"; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@touch $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/asset-gateway demo
+
+lint: $(STAMP)
+	$(BIN)/ruff check gateway tests bench
+	$(BIN)/ruff format --check gateway tests bench
+	$(BIN)/mypy
+	$(BIN)/asset-gateway policy check policies
+	@for dir in policies/examples/*/; do [ -d "$$dir" ] && $(BIN)/asset-gateway policy check "$$dir" || exit 1; done
+
+servers:
+	@scripts/ensure-servers.sh
+
+test: lint servers
+	$(BIN)/pytest
+
+bench: $(STAMP) servers
+	$(BIN)/python -m bench.run
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -1,0 +1,115 @@
+"""Hostile tokens over HTTP: each is "no token", so a restricted file stays 404 (or login on the
+draft host) and the token never shows up in a Location or the log."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import logging
+import time
+from collections.abc import Callable
+
+import pytest
+
+from gateway.tokens import mint_token
+from tests.http.conftest import AUDIENCE, DRAFT, ISSUER, LOGIN_URL, Keys, RunningGateway
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def _unsigned(header: dict[str, object], claims: dict[str, object]) -> str:
+    return f"{_b64(json.dumps(header).encode())}.{_b64(json.dumps(claims).encode())}."
+
+
+def _hs256_with(secret: bytes, claims: dict[str, object], kid: str | None = None) -> str:
+    header: dict[str, object] = {"alg": "HS256", "typ": "JWT"}
+    if kid:
+        header["kid"] = kid
+    signing_input = f"{_b64(json.dumps(header).encode())}.{_b64(json.dumps(claims).encode())}"
+    signature = hmac.new(secret, signing_input.encode(), hashlib.sha256).digest()
+    return f"{signing_input}.{_b64(signature)}"
+
+
+def _claims(**extra: object) -> dict[str, object]:
+    valid = {
+        "sub": "u1",
+        "groups": ["finance"],
+        "exp": int(time.time()) + 600,
+        "iss": ISSUER,
+        "aud": AUDIENCE,
+    }
+    return {**valid, **extra}
+
+
+HOSTILE: dict[str, Callable[[Keys], str]] = {
+    "alg_none": lambda k: _unsigned({"alg": "none", "typ": "JWT"}, _claims()),
+    "hs256_signed_with_rsa_public_key": lambda k: _hs256_with(k.user_public_pem.encode(), _claims(), "idp-1"),
+    "unknown_kid": lambda k: mint_token(
+        type(k.user)(use="user", alg="RS256", kid="idp-unknown", public_key=k.user.public_key),
+        _claims(),
+        k.user_private_pem,
+    ),
+    "expired": lambda k: k.user_token("u1", ttl=-3600, groups=["finance"]),
+    "not_yet_valid": lambda k: k.user_token("u1", groups=["finance"], nbf=int(time.time()) + 3600),
+    "wrong_issuer": lambda k: k.user_token("u1", groups=["finance"], iss="https://evil.test"),
+    "wrong_audience": lambda k: k.user_token("u1", groups=["finance"], aud="someone-else"),
+    "preview_key_as_user_token": lambda k: mint_token(k.preview, _claims()),
+    "malformed": lambda k: "not.a.jwt",
+    "garbage_base64": lambda k: "eyJ!!!.eyJ###.sig",
+    "oversized": lambda k: k.user_token("u1", groups=["finance"], padding="x" * 8200),
+}
+
+
+@pytest.fixture
+async def limited(running: RunningGateway) -> RunningGateway:
+    await running.put(id="sec1", filename="pay.csv", access_limited={"groups": ["finance"]})
+    await running.put(id="sec2", filename="plan.pdf", draft=True, auth_bypass_ids=["u1"])
+    return running
+
+
+async def test_a_good_token_opens_the_file(limited: RunningGateway, keys: Keys) -> None:
+    """The control: without it, the rejections below would prove nothing."""
+    token = keys.user_token("u1", groups=["finance"])
+    response = await limited.get("/media/sec1/pay.csv", Authorization=f"Bearer {token}")
+    assert response.status == 302
+
+
+@pytest.mark.parametrize("name", sorted(HOSTILE))
+async def test_hostile_user_token_is_no_token(
+    limited: RunningGateway, keys: Keys, name: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    token = HOSTILE[name](keys)
+    caplog.set_level(logging.DEBUG)
+    live = await limited.get("/media/sec1/pay.csv", Authorization=f"Bearer {token}")
+    assert live.status == 404
+    cookie = await limited.get("/media/sec1/pay.csv", Cookie=f"gateway_session={token}")
+    assert cookie.status == 404
+    draft = await limited.get("/media/sec2/plan.pdf", host=DRAFT, Authorization=f"Bearer {token}")
+    assert draft.status == 302
+    assert draft.headers["Location"].startswith(LOGIN_URL)  # anonymous, so sent to sign in
+    for response in (live, cookie, draft):
+        assert token not in response.headers.get("Location", "")
+        assert token not in await response.text()
+    assert all(token not in record.getMessage() for record in caplog.records)
+
+
+@pytest.mark.parametrize("name", ["alg_none", "expired", "malformed", "oversized"])
+async def test_hostile_preview_token_is_no_token(limited: RunningGateway, keys: Keys, name: str) -> None:
+    token = HOSTILE[name](keys)
+    query = await limited.get(f"/media/sec2/plan.pdf?token={token}", host=DRAFT)
+    assert query.status == 302
+    assert query.headers["Location"].startswith(LOGIN_URL)  # not a preview cookie redirect
+    assert "Set-Cookie" not in query.headers
+    assert token not in query.headers["Location"]
+    cookie = await limited.get("/media/sec2/plan.pdf", host=DRAFT, Cookie=f"auth_bypass_token={token}")
+    assert cookie.headers["Location"].startswith(LOGIN_URL)
+
+
+async def test_user_signed_token_is_not_a_preview_token(limited: RunningGateway, keys: Keys) -> None:
+    token = keys.user_token("u1")  # u1 is in sec2's auth_bypass_ids, but this is a user token
+    response = await limited.get("/media/sec2/plan.pdf", host=DRAFT, Cookie=f"auth_bypass_token={token}")
+    assert response.headers["Location"].startswith(LOGIN_URL)
