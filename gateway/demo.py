@@ -111,11 +111,16 @@ class DemoCase:
     def curl(self, port: int, tokens: DemoTokens) -> str:
         """The curl line, with tokens shown as the shell variables `print_guide` exports."""
         flag = "-I" if self.method == "HEAD" else "-si"
-        headers = "".join(f' -H "{k}: {v}"' for k, v in self.headers.items())
-        line = f'curl {flag}{headers} "{self.url(port)}"'
+        headers = "".join(" -H " + _double_quoted(f"{k}: {v}") for k, v in self.headers.items())
+        line = f"curl {flag}{headers} {_double_quoted(self.url(port))}"
         for name, value in tokens.shell_variables().items():
             line = line.replace(value, f"${name}")
         return line
+
+
+def _double_quoted(text: str) -> str:
+    """Shell double quotes, so the $TOKEN variables still expand."""
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 @dataclass
@@ -211,7 +216,10 @@ def upload_demo_files(s3_endpoint: str, files: list[DemoFile]) -> None:
     import boto3
 
     client = boto3.client("s3", endpoint_url=s3_endpoint, region_name=REGION)
-    client.create_bucket(Bucket=BUCKET, CreateBucketConfiguration={"LocationConstraint": REGION})
+    try:
+        client.create_bucket(Bucket=BUCKET, CreateBucketConfiguration={"LocationConstraint": REGION})
+    except client.exceptions.BucketAlreadyOwnedByYou:
+        pass  # moto keeps state per process: a second demo in the same process reuses it
     for demo_file in files:
         if demo_file.body is not None:
             client.put_object(

@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import re
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -451,15 +452,24 @@ def _show(value: object) -> str:
     return json.dumps(value)
 
 
+_QUERY_PASSWORD = re.compile(r"((?:^|&)[^=&]*password=)[^&]*", re.IGNORECASE)
+
+
 def _show_secret(secret: Secret) -> str:
     text = secret.reveal()
     parts = urlsplit(text)
     if parts.scheme and "://" in text and "-----BEGIN" not in text:
-        # URLs are useful to see; only their password is secret
-        netloc = parts.netloc
+        # URLs are useful to see; only their password is secret, in the userinfo or (as redis-py
+        # reads it, and documents for unix://) a `password=` query parameter. Edited in place, since
+        # urlunsplit would turn `unix:///path` into `unix:/path`.
+        shown = text
         if parts.password:
-            netloc = netloc.replace(f":{parts.password}@", ":**********@")
-        return json.dumps(urlunsplit(parts._replace(netloc=netloc)))
+            netloc = parts.netloc.replace(f":{parts.password}@", ":**********@")
+            shown = shown.replace(parts.netloc, netloc, 1)
+        if parts.query:
+            query = _QUERY_PASSWORD.sub(r"\1**********", parts.query)
+            shown = shown.replace(f"?{parts.query}", f"?{query}", 1)
+        return json.dumps(shown)
     return '"**********"' if text else '""'
 
 
