@@ -5,6 +5,7 @@ the printed table shows a ready-to-paste curl line for each with the answer it g
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import secrets
@@ -216,10 +217,9 @@ def upload_demo_files(s3_endpoint: str, files: list[DemoFile]) -> None:
     import boto3
 
     client = boto3.client("s3", endpoint_url=s3_endpoint, region_name=REGION)
-    try:
+    # moto keeps state per process: a second demo in the same process reuses the bucket
+    with contextlib.suppress(client.exceptions.BucketAlreadyOwnedByYou):
         client.create_bucket(Bucket=BUCKET, CreateBucketConfiguration={"LocationConstraint": REGION})
-    except client.exceptions.BucketAlreadyOwnedByYou:
-        pass  # moto keeps state per process: a second demo in the same process reuses it
     for demo_file in files:
         if demo_file.body is not None:
             client.put_object(

@@ -8,7 +8,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from http.cookies import CookieError, SimpleCookie
-from urllib.parse import parse_qsl, unquote, urlencode
+from urllib.parse import unquote, unquote_plus
 
 from gateway.models import AccessRequest, HostKind
 from gateway.records import ASSET_ID
@@ -75,9 +75,10 @@ def split_asset_path(path: str) -> tuple[str, str]:
         raise NotAnAsset
     try:
         filename = unquote(raw_name, errors="strict")
-    except UnicodeDecodeError:
+        size = len(filename.encode())  # a lone surrogate (a URL given on the command line) cannot encode
+    except UnicodeError:
         raise NotAnAsset from None
-    if "/" in filename or "\x00" in filename or len(filename.encode()) > MAX_FILENAME_BYTES:
+    if "/" in filename or "\x00" in filename or size > MAX_FILENAME_BYTES:
         raise NotAnAsset
     return asset_id, filename
 
@@ -148,10 +149,17 @@ class RequestParser:
             return "", None
         if f"{self._preview_param}=" not in query_string:
             return query_string, None
-        pairs = parse_qsl(query_string, keep_blank_values=True)
-        token = next((v for k, v in pairs if k == self._preview_param), None)
-        rest = [(k, v) for k, v in pairs if k != self._preview_param]
-        return urlencode(rest), token or None
+        # Drop the token's pieces and keep the others as received: re-encoding would change the query
+        # the browser is redirected to, and fails on characters that cannot be encoded.
+        token: str | None = None
+        rest = []
+        for piece in query_string.split("&"):
+            name, _, value = piece.partition("=")
+            if unquote_plus(name) == self._preview_param:
+                token = unquote_plus(value) if token is None else token
+            elif piece:
+                rest.append(piece)
+        return "&".join(rest), token or None
 
     def _tokens(self, headers: Mapping[str, str], preview_query: str | None) -> RawTokens:
         user: list[str] = []

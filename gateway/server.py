@@ -12,6 +12,7 @@ import sys
 from aiohttp import web
 
 from gateway.app import build_gateway, create_public_app
+from gateway.http.admin import create_admin_app
 from gateway.http.runner import GatewayRunner
 from gateway.observability import configure_logging
 from gateway.policy.language import PolicyError
@@ -60,13 +61,21 @@ async def _serve_one(settings: Settings, *, reuse_port: bool) -> int:
     except (ConfigError, ValueError) as exc:
         print(f"asset-gateway: configuration error: {exc}", file=sys.stderr)
         return 2
-    runner = GatewayRunner(create_public_app(gateway))
-    await runner.setup()
-    site = web.TCPSite(runner, settings.server.host, settings.server.port, reuse_port=reuse_port)
-    await site.start()
-    log.info("serving on http://%s:%s", settings.server.host, settings.server.port)
+    public = GatewayRunner(create_public_app(gateway))
+    admin = GatewayRunner(create_admin_app(gateway))
+    for runner, host, port in (
+        (public, settings.server.host, settings.server.port),
+        (admin, settings.admin.host, settings.admin.port),
+    ):
+        await runner.setup()
+        await web.TCPSite(runner, host, port, reuse_port=reuse_port).start()
+    log.info(
+        "serving on http://%s:%s (admin http://%s:%s)",
+        settings.server.host, settings.server.port, settings.admin.host, settings.admin.port,
+    )  # fmt: skip
     stop = asyncio.Event()
     install_stop_signals(stop)
     await stop.wait()
-    await runner.cleanup()
+    await public.cleanup()
+    await admin.cleanup()
     return 0
