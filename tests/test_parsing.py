@@ -18,7 +18,22 @@ PATH = "/media/5a1b2c/budget.pdf"
 LIVE = {"Host": "assets.example.org"}
 # Any character Python strings can hold, lone surrogates included (a URL given on the command line can
 # carry them), mixed with fragments that reach the parsers' deeper branches often enough to matter.
-FRAGMENTS = ["/", "/media/", "abc", "%", "%2F", "%C3%A9", "%FF", "%00", "\x00", "\udcff", "token=", "&", "=", ":"]
+FRAGMENTS = [
+    "/",
+    "/media/",
+    "abc",
+    "%",
+    "%2F",
+    "%C3%A9",
+    "%FF",
+    "%00",
+    "\x00",
+    "\udcff",
+    "token=",
+    "&",
+    "=",
+    ":",
+]
 ANY_TEXT = st.lists(
     st.one_of(st.characters(codec=None, exclude_categories=()), st.sampled_from(FRAGMENTS)), max_size=40
 ).map("".join)
@@ -74,27 +89,21 @@ def test_split_asset_path_rejects(path: str) -> None:
 
 
 @settings(max_examples=200)
-@given(ANY_TEXT)
+@given(st.one_of(ANY_TEXT, ANY_TEXT.map(lambda s: "/media/abc/" + s)))
 def test_split_asset_path_raises_only_not_an_asset(path: str) -> None:
     try:
         asset_id, filename = split_asset_path(path)
     except NotAnAsset:
         return
     assert path.startswith(f"/media/{asset_id}/")
-    assert "/" not in filename and "\x00" not in filename
+    assert filename and "/" not in filename and "\x00" not in filename
+    assert len(filename.encode()) <= 1024
 
 
 @settings(max_examples=200)
-@given(ANY_TEXT.map(lambda s: "/media/abc/" + s))
-def test_split_asset_path_with_asset_prefix_raises_only_not_an_asset(path: str) -> None:
-    try:
-        split_asset_path(path)
-    except NotAnAsset:
-        pass
-
-
-@settings(max_examples=200)
-@given(st.text(st.characters(exclude_characters="/\x00", exclude_categories=("Cs",)), min_size=1, max_size=60))
+@given(
+    st.text(st.characters(exclude_characters="/\x00", exclude_categories=("Cs",)), min_size=1, max_size=60)
+)
 def test_split_asset_path_round_trips_quoted_names(filename: str) -> None:
     assert split_asset_path(f"/media/abc/{quote(filename, safe='')}") == ("abc", filename)
 
@@ -203,11 +212,16 @@ def test_non_asset_path_is_not_an_asset_whatever_the_method(method: str) -> None
         ("mytoken=x&page=2", "mytoken=x&page=2", None),
         ("page=2", "page=2", None),
         ("", "", None),
+        # the rest of the query is kept as received, not re-encoded
+        ("q=a%20b+c&token=T&flag&x=%7E", "q=a%20b+c&flag&x=%7E", "T"),
+        ("a=1&&token=T&", "a=1", "T"),
+        ("tok%65n=T&page=2", "tok%65n=T&page=2", None),  # not "token=" as sent: neither a token nor dropped
+        ("page=2&token=a%2Bb%3D", "page=2", "a+b="),
     ],
 )
 def test_preview_token_leaves_the_query(query: str, kept: str, token: str | None) -> None:
     request, tokens, _ = PARSER.parse("GET", PATH, query, LIVE)
-    assert parse_qsl(request.query, keep_blank_values=True) == parse_qsl(kept, keep_blank_values=True)
+    assert request.query == kept
     assert tokens.preview_query == token
 
 
@@ -277,7 +291,9 @@ def test_parse_raises_only_not_an_asset_or_method_not_allowed(
 
 
 B64URL = st.text(
-    st.sampled_from("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"), min_size=4, max_size=40
+    st.sampled_from("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"),
+    min_size=4,
+    max_size=40,
 )
 TOKENS = st.tuples(B64URL, B64URL, B64URL).map(".".join)  # JWT-shaped: the '.' sets it apart below
 OTHER_PARAMS = st.lists(
