@@ -25,6 +25,7 @@ lint: $(STAMP)
 	$(BIN)/mypy
 	$(BIN)/asset-gateway policy check policies
 	@for dir in policies/examples/*/; do [ -d "$$dir" ] && $(BIN)/asset-gateway policy check "$$dir" || exit 1; done
+	VENV=$(VENV) scripts/hadolint.sh Dockerfile
 
 servers:
 	@scripts/ensure-servers.sh

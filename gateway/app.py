@@ -3,10 +3,14 @@ resources are opened and closed with the app's lifecycle."""
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import AsyncIterator
 
 from aiohttp import web
 
+from gateway.background import spawn, stop
+from gateway.http import auth_request
 from gateway.http.public import GATEWAY, Gateway, handle_media
 from gateway.parsing import RequestParser
 from gateway.policy.reload import CurrentPolicy
@@ -16,12 +20,17 @@ from gateway.settings import Settings
 from gateway.state.base import AssetStore
 from gateway.state.cache import CachedAssetStore
 from gateway.state.factory import open_store
+from gateway.state.invalidation import InvalidationListener
 from gateway.tokens import TokenVerifier
 
 # Request lines and header fields past these sizes get a bare 400 before any of our code runs;
 # tokens have their own, smaller limit (gateway.tokens.MAX_TOKEN_BYTES).
 MAX_LINE_SIZE = 16384
 MAX_FIELD_SIZE = 16384
+# Seconds a starting process waits to hear invalidations before it takes traffic anyway.
+INVALIDATION_STARTUP_WAIT = 2.0
+
+log = logging.getLogger(__name__)
 
 
 def build_gateway(
@@ -33,16 +42,18 @@ def build_gateway(
 ) -> Gateway:
     """Wire the request pipeline. Raises ConfigError/PolicyError/ValueError on bad configuration."""
     backend = store if store is not None else open_store(settings.state.url.reveal())
+    cache = CachedAssetStore(backend, ttl=settings.state.cache_ttl, size=settings.state.cache_size)
     return Gateway(
         settings=settings,
         parser=RequestParser(settings),
         verifier=TokenVerifier(settings.tokens),
-        store=CachedAssetStore(backend, ttl=settings.state.cache_ttl, size=settings.state.cache_size),
+        store=cache,
         policy=policy if policy is not None else CurrentPolicy(settings.policies.dir),
         responder=Responder(
             settings,
             presigner or Presigner(settings.s3, credentials_from_chain(settings.s3.region)),
         ),
+        invalidations=InvalidationListener(cache),
     )
 
 
@@ -52,6 +63,7 @@ def create_public_app(gateway: Gateway) -> web.Application:
         client_max_size=1024,
     )
     app[GATEWAY] = gateway
+    auth_request.add_routes(app)  # nginx auth_request; before the catch-all, routes match in order
     app.router.add_route("*", "/{tail:.*}", handle_media)
 
     async def close_store(app: web.Application) -> AsyncIterator[None]:
@@ -59,8 +71,31 @@ def create_public_app(gateway: Gateway) -> web.Application:
         await app[GATEWAY].store.close()
 
     app.cleanup_ctx.append(close_store)
+    app.cleanup_ctx.append(_watch_policy)
+    app.cleanup_ctx.append(_listen_for_invalidations)
     app.on_response_prepare.append(_hide_server_header)
     return app
+
+
+async def _watch_policy(app: web.Application) -> AsyncIterator[None]:
+    """Policy hot reload runs exactly as long as the public listener does."""
+    task = spawn(app[GATEWAY].policy.watch(), name="policy-watch")
+    yield
+    await stop(task)
+
+
+async def _listen_for_invalidations(app: web.Application) -> AsyncIterator[None]:
+    """Every process that serves runs one listener, so every worker's cache hears every write.
+    Stopped before the store closes (cleanup runs in reverse)."""
+    listener = app[GATEWAY].invalidations
+    task = spawn(listener.run(), name="invalidation-listener")
+    try:
+        async with asyncio.timeout(INVALIDATION_STARTUP_WAIT):
+            await listener.started()
+    except TimeoutError:
+        log.warning("not subscribed to invalidations yet; serving anyway, cache entries live out their TTL")
+    yield
+    await stop(task)
 
 
 async def _hide_server_header(request: web.Request, response: web.StreamResponse) -> None:

@@ -10,6 +10,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from gateway.asset_commands import add_commands as add_asset_commands
 from gateway.runtime import run_async
 from gateway.settings import ConfigError, Settings, describe_settings, load_settings
 
@@ -79,6 +80,7 @@ def _parser() -> argparse.ArgumentParser:
     mint.add_argument("--group", action="append", default=[])
     mint.add_argument("--draft-access", action="store_true", help="preview: draft_asset_manager_access")
     mint.add_argument("--ttl", type=int, default=3600, help="seconds until it expires")
+    add_asset_commands(commands, _settings)  # asset get|put|patch|delete|import, reconcile
     return parser
 
 
@@ -179,12 +181,20 @@ def _policy_test(args: argparse.Namespace) -> int:
 
 
 def _explain(args: argparse.Namespace) -> int:
+    """Exit 0 when a decision was explained, 1 when the policy does not load or the store is down."""
     from gateway.explaining import explain_url, format_explanation
+    from gateway.policy.language import PolicyError
 
     settings = _settings(args)
-    report = run_async(explain_url(settings, args.url, tokens=args.token, host=args.host))
+    try:
+        report = run_async(explain_url(settings, args.url, tokens=args.token, host=args.host))
+    except PolicyError as exc:
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        print(f"asset-gateway: the policy in {settings.policies.dir} does not load", file=sys.stderr)
+        return 1
     print(format_explanation(report))
-    return 0
+    return 1 if report.store_unavailable else 0
 
 
 def _token_mint(args: argparse.Namespace) -> int:

@@ -3,16 +3,29 @@ reporting every rule considered and why. Tokens are shown only as a masked prefi
 
 from __future__ import annotations
 
+import hashlib
+import json
+import time
 from dataclasses import dataclass
-from urllib.parse import urlsplit
+from typing import Any, Protocol
+from urllib.parse import unquote_plus, urlsplit, urlunsplit
 
 from gateway.identify import identify
-from gateway.models import NO_REPLACEMENT, AccessRequest, AssetRecord, Decision, Identity, Replacement
+from gateway.models import (
+    NO_REPLACEMENT,
+    AccessRequest,
+    Action,
+    AssetRecord,
+    Decision,
+    Identity,
+    Replacement,
+    ServeOptions,
+)
 from gateway.parsing import MethodNotAllowed, NotAnAsset, RawTokens, RequestParser
 from gateway.policy.evaluation import RuleTrace, explain
 from gateway.policy.language import Policy
 from gateway.policy.loading import load_policy
-from gateway.settings import Settings
+from gateway.settings import Settings, describe_settings
 from gateway.state.base import AssetStore, StoreUnavailable
 from gateway.state.chain import resolve_replacement
 from gateway.state.factory import open_store
@@ -28,14 +41,39 @@ class Explanation:
     tokens: tuple[str, ...] = ()  # masked
     record: AssetRecord | None = None
     replacement: Replacement = NO_REPLACEMENT
+    store: str = ""  # the state URL with any password masked
     policy_dir: str = ""
     revision: str = ""
     decision: Decision | None = None
     trace: tuple[RuleTrace, ...] = ()
+    store_unavailable: bool = False
+    delivery: str = "redirect"
+
+
+class RecordReader(Protocol):
+    """All an explanation needs from a store (a running gateway passes its cached one)."""
+
+    async def get(self, asset_id: str) -> AssetRecord | None: ...
 
 
 def mask_token(token: str) -> str:
-    return f"{token[:6]}…({len(token)} chars)" if len(token) > 6 else "…"
+    """Enough to tell two tokens apart, nothing to replay: the length and a short hash."""
+    digest = hashlib.sha256(token.encode()).hexdigest()[:8]
+    return f"<token: {len(token)} chars, sha256 {digest}…>"
+
+
+def mask_url(url: str, preview_param: str) -> str:
+    """The URL with the preview token parameter's value masked (a preview link carries one)."""
+    parts = urlsplit(url)
+    if not parts.query:
+        return url
+    masked = []
+    for item in parts.query.split("&"):
+        name, eq, value = item.partition("=")
+        if eq and unquote_plus(name) == preview_param:
+            item = f"{name}={mask_token(unquote_plus(value))}"
+        masked.append(item)
+    return urlunsplit(parts._replace(query="&".join(masked)))
 
 
 async def explain_url(
@@ -45,17 +83,17 @@ async def explain_url(
     tokens: list[str],
     host: str | None = None,
     method: str = "GET",
-    store: AssetStore | None = None,
+    store: RecordReader | None = None,
     policy: Policy | None = None,
     now: float | None = None,
 ) -> Explanation:
-    import time
-
+    """Raises PolicyError when no policy is given and the configured one does not load."""
     now = time.time() if now is None else now
     parts = urlsplit(url)
     headers = {"Host": host or parts.netloc}
     parser = RequestParser(settings)
     masked = tuple(mask_token(t) for t in tokens)
+    url = mask_url(url, settings.tokens.preview_param)
     try:
         request, raw, _origin = parser.parse(
             method, parts.path, parts.query, headers, secure=parts.scheme == "https"
@@ -73,26 +111,39 @@ async def explain_url(
         preview = next((p for p in (verifier.verify_preview(t, now) for t in tokens) if p), None)
         identity = Identity(identity.user, preview, False)
     policy = policy if policy is not None else load_policy(settings.policies.dir)
-    own_store = store is None
-    backend = open_store(settings.state.url.reveal()) if store is None else store
+    store_shown = shown_store_url(settings) if store is None else "this process's store (cached)"
+    opened: AssetStore | None = None
+    if store is None:
+        store = opened = open_store(settings.state.url.reveal())
     try:
-        record = await backend.get(request.asset_id)
+        record = await store.get(request.asset_id)
         replacement = NO_REPLACEMENT
         if record is not None and record.replacement_id is not None:
-            replacement = await resolve_replacement(backend.get, record)
+            replacement = await resolve_replacement(store.get, record)
     except StoreUnavailable as exc:
-        return Explanation(url, f"the state store is unreachable ({exc}): 503", request, identity, masked)
+        return Explanation(
+            url, f"the state store is unreachable ({exc}): 503", request, identity, masked,
+            store=store_shown, policy_dir=settings.policies.dir, revision=policy.revision,
+            store_unavailable=True,
+        )  # fmt: skip
     finally:
-        if own_store:
-            await backend.close()
+        if opened is not None:
+            await opened.close()
     decision, trace = explain(
         request, identity, record, policy, now,
         replacement=replacement, login_configured=bool(settings.login.url),
     )  # fmt: skip
     return Explanation(
         url, None, request, identity, masked, record, replacement,
-        settings.policies.dir, policy.revision, decision, tuple(trace),
+        store_shown, settings.policies.dir, policy.revision, decision, tuple(trace),
+        delivery=settings.server.delivery,
     )  # fmt: skip
+
+
+def shown_store_url(settings: Settings) -> str:
+    """The state URL as `asset-gateway config` shows it: everything but a password."""
+    shown = next(value for key, value, _ in describe_settings(settings) if key == "state.url")
+    return str(json.loads(shown))
 
 
 def format_explanation(report: Explanation) -> str:
@@ -103,6 +154,8 @@ def format_explanation(report: Explanation) -> str:
         lines.append(f"host:        {report.request.host} ({report.request.host_kind.value})")
     if report.identity is not None:
         lines.append(f"identity:    {_identity(report.identity)}")
+    if report.store:
+        lines.append(f"store:       {report.store}")
     if report.problem is not None:
         lines.append(f"result:      {report.problem}")
         return "\n".join(lines)
@@ -135,9 +188,67 @@ def format_explanation(report: Explanation) -> str:
         lines.append(f"        {step.why}")
     decision = report.decision
     assert decision is not None
-    status = 304 if decision.not_modified else decision.status
-    lines.append(f"decision:    {decision.action.value} → {status} (rule {decision.rule})")
+    details = ", ".join(_serve_details(decision, report.delivery))
+    lines.append(
+        f"decision:    {decision.action.value} → {answer_status(decision, report.delivery)} "
+        f"(rule {decision.rule}{'; ' + details if details else ''})"
+    )
     return "\n".join(lines)
+
+
+def answer_status(decision: Decision, delivery: str) -> int:
+    if decision.action is Action.SERVE:
+        return 304 if decision.not_modified else 200 if delivery == "accel" else 302
+    return decision.status
+
+
+def _serve_details(decision: Decision, delivery: str) -> list[str]:
+    if decision.action is not Action.SERVE:
+        return []
+    serve = decision.serve or ServeOptions()
+    ttl = f"presign {serve.presign_ttl} s" if serve.presign_ttl else "presign s3.presign_ttl"
+    return [
+        "private" if decision.private else "public",
+        serve.disposition,
+        ttl if delivery == "redirect" else "accel",
+    ]
+
+
+def explanation_json(report: Explanation) -> dict[str, Any]:
+    """The explanation as the admin listener returns it. Tokens appear only masked."""
+    decision = report.decision
+    record = report.record
+    identity = report.identity
+    return {
+        "url": report.url,
+        "problem": report.problem,
+        "tokens": list(report.tokens),
+        "host": None if report.request is None else report.request.host_kind.value,
+        "identity": None if identity is None else {
+            "user": None if identity.user is None else {
+                "sub": identity.user.sub, "org": identity.user.org, "groups": sorted(identity.user.groups),
+            },
+            "preview": None if identity.preview is None else {
+                "sub": identity.preview.sub,
+                "draft_asset_manager_access": identity.preview.draft_asset_manager_access,
+            },
+        },
+        "record": None if record is None else {
+            "id": record.id, "version": record.version, "filename": record.filename,
+            "state": record.state, "draft": record.draft, "deleted": record.deleted,
+            "access_limited": record.access_limited.limited,
+            "replacement": report.replacement.status.value,
+        },
+        "revision": report.revision,
+        "decision": None if decision is None else decision.action.value,
+        "status": None if decision is None else answer_status(decision, report.delivery),
+        "rule": None if decision is None else decision.rule,
+        "private": None if decision is None else decision.private,
+        "trace": [
+            {"rule": step.rule, "where": step.where, "matched": step.matched, "why": step.why}
+            for step in report.trace
+        ],
+    }  # fmt: skip
 
 
 def _identity(identity: Identity) -> str:

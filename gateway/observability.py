@@ -7,7 +7,7 @@ import json
 import logging
 import os
 import sys
-from typing import Any
+from typing import Any, TextIO
 
 ACCESS_LOGGER = "gateway.access"
 _access = logging.getLogger(ACCESS_LOGGER)
@@ -17,9 +17,25 @@ def new_request_id() -> str:
     return os.urandom(8).hex()
 
 
+# Built once: json.dumps with options builds a new encoder on every call.
+_encode = json.JSONEncoder(separators=(",", ":"), default=str).encode
+
+
+# Where a served process writes access lines (set by configure_logging): straight to the stream
+# its log handler writes to, one whole line per write. A LogRecord and the handler chain cost
+# about as much as the rest of the request's own code; the level check below still applies.
+_access_stream: TextIO | None = None
+
+
 def log_access(fields: dict[str, Any]) -> None:
     if _access.isEnabledFor(logging.INFO):
-        _access.info(json.dumps(fields, separators=(",", ":"), default=str))
+        if _access_stream is not None:
+            _access_stream.write(_encode(fields) + "\n")
+            return
+        # Elsewhere (tests, embedding) through logging; makeRecord + handle is Logger.info
+        # without findCaller's walk up the stack.
+        record = _access.makeRecord(ACCESS_LOGGER, logging.INFO, __file__, 0, _encode(fields), (), None)
+        _access.handle(record)
 
 
 def configure_logging(level: str = "INFO") -> None:
@@ -30,6 +46,8 @@ def configure_logging(level: str = "INFO") -> None:
     root.handlers[:] = [handler]
     root.setLevel(level)
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)  # ours replaces it
+    global _access_stream
+    _access_stream = handler.stream
 
 
 class _Formatter(logging.Formatter):

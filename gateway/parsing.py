@@ -15,6 +15,7 @@ from gateway.records import ASSET_ID
 from gateway.settings import Network, Settings
 
 MAX_FILENAME_BYTES = 1024
+_KNOWN_PEERS = 4096  # peer addresses whose trust is remembered (a few proxies, or every client)
 _HOST = re.compile(r"(?P<name>[a-z0-9.-]+|\[[0-9a-f:.]+\])(?::(?P<port>[0-9]{1,5}))?")
 
 
@@ -93,6 +94,7 @@ class RequestParser:
         self._session_cookie = settings.tokens.session_cookie
         self._preview_cookie = settings.tokens.preview_cookie
         self._preview_param = settings.tokens.preview_param
+        self._peer_trust: dict[str, bool] = {}
 
     def host_kind(self, hostname: str) -> HostKind:
         if hostname in self._live:
@@ -101,11 +103,23 @@ class RequestParser:
             return HostKind.DRAFT
         return HostKind.OTHER
 
+    def is_trusted(self, peer: str | None) -> bool:
+        """`is_trusted` against the configured proxies, remembered per address: parsing an address
+        costs more than the rest of `parse` together."""
+        if not peer:
+            return False
+        trusted = self._peer_trust.get(peer)
+        if trusted is None:
+            if len(self._peer_trust) >= _KNOWN_PEERS:
+                self._peer_trust.clear()
+            trusted = self._peer_trust[peer] = is_trusted(peer, self._trusted)
+        return trusted
+
     def origin(self, headers: Mapping[str, str], peer: str | None, secure: bool) -> Origin:
         """Scheme and host the browser used; X-Forwarded-* only from configured proxies."""
         scheme = "https" if secure else "http"
         host_header = headers.get("Host", "")
-        if is_trusted(peer, self._trusted):
+        if self.is_trusted(peer):
             proto = headers.get("X-Forwarded-Proto", "").split(",")[0].strip().lower()
             if proto in ("http", "https"):
                 scheme = proto

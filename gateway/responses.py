@@ -4,17 +4,24 @@ The only place that knows how each outcome looks on the wire; bodies never carry
 from __future__ import annotations
 
 from dataclasses import dataclass
-from urllib.parse import urlencode
+from datetime import UTC, datetime
+from email.utils import format_datetime, parsedate_to_datetime
+from urllib.parse import quote, urlencode
 
 from aiohttp import web
 
 from gateway.models import AccessRequest, Action, AssetRecord, Decision, Identity
 from gateway.parsing import Origin, RawTokens
-from gateway.presign import Presigner
+from gateway.presign import Presigner, content_disposition, signing_window
 from gateway.settings import Settings
 from gateway.urls import asset_path
 
 NO_STORE = "private, no-store"
+# accel delivery: the internal nginx location that proxies to the presigned URL in X-Asset-Location.
+ACCEL_LOCATION = "/_asset_s3"
+ASSET_LOCATION = "X-Asset-Location"
+# Characters a URL may keep in a Link header; anything else (spaces, <, >, non-ASCII) is escaped.
+_URL_SAFE = ":/?#[]@!$&'()*+,;=%~"
 REPLACEMENT_CACHE = "public, max-age=1800"
 RETRY_AFTER_SECONDS = "5"
 _REASONS = {403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed", 410: "Gone",
@@ -40,10 +47,10 @@ def error_response(status: int, *, retry_after: bool = False) -> web.Response:
     return response
 
 
-def public_cache_control(presign_ttl: int) -> str:
-    """Public answers may be reused for half the presigned URL's life, so a cached redirect
-    always points at a URL with at least half its life left."""
-    return f"public, max-age={max(0, presign_ttl // 2)}"
+def public_cache_control(seconds_left: int) -> str:
+    """Public answers may be reused for half the life their presigned URL has left, so a cached
+    redirect never outlives its URL and always points at one with half that life still to go."""
+    return f"public, max-age={max(0, seconds_left // 2)}"
 
 
 class Responder:
@@ -52,6 +59,7 @@ class Responder:
     def __init__(self, settings: Settings, presigner: Presigner) -> None:
         self._presigner = presigner
         self._default_ttl = settings.s3.presign_ttl
+        self._accel = settings.server.delivery == "accel"
         self._login_url = settings.login.url
         self._draft_host = settings.hosts.draft[0] if settings.hosts.draft else None
         self._preview_cookie = settings.tokens.preview_cookie
@@ -70,7 +78,7 @@ class Responder:
         action = decision.action
         if action is Action.SERVE:
             assert record is not None
-            return self._serve(decision, request, record)
+            return self._serve(decision, request, record, now)
         if action is Action.DENY:
             return error_response(decision.status)
         if action is Action.REDIRECT_TO_REPLACEMENT:
@@ -92,28 +100,78 @@ class Responder:
             return self._set_preview_cookie(request, origin, identity, tokens, now)
         return error_response(404)  # an action this responder does not know is never an allow
 
-    def _serve(self, decision: Decision, request: AccessRequest, record: AssetRecord) -> web.Response:
-        options = decision.serve
-        ttl = options.presign_ttl if options and options.presign_ttl else self._default_ttl
-        cache = NO_STORE if decision.private else public_cache_control(ttl)
+    def _serve(
+        self, decision: Decision, request: AccessRequest, record: AssetRecord, now: float
+    ) -> web.Response:
+        cache = self._cache_control(decision, now)
         if decision.not_modified:
             response = web.Response(status=304)
+        elif self._accel:
+            # nginx fetches X-Asset-Location in its internal location (nginx/accel.conf.template);
+            # the URL travels in a header because X-Accel-Redirect takes a URI, not an absolute URL.
+            response = web.Response(status=200)
+            response.headers.update(self.served_headers(decision, record, now))
+            response.headers[ASSET_LOCATION] = self.presigned_url(decision, request, record, now)
+            response.headers["X-Accel-Redirect"] = ACCEL_LOCATION
+            return response
         else:
-            url = self._presigner.presign(
-                method=request.method,
-                object_key=record.object_key,
-                filename=record.filename,
-                content_type=record.content_type,
-                disposition=options.disposition if options else "inline",
-                expires=ttl,
-            )
-            response = _redirect(302, url, cache)
+            response = _redirect(302, self.presigned_url(decision, request, record, now), cache)
         response.headers["Cache-Control"] = cache
         if record.etag:
             response.headers["ETag"] = record.etag
         if decision.private:
             response.headers["X-Robots-Tag"] = "noindex"
         return response
+
+    def _cache_control(self, decision: Decision, now: float) -> str:
+        if decision.private:
+            return NO_STORE
+        # The life left of the URL presigned_url hands out at `now` (one shared per time window).
+        _, expires_at = signing_window(self._ttl(decision), now)
+        return public_cache_control(int(expires_at - now))
+
+    def _ttl(self, decision: Decision) -> int:
+        options = decision.serve
+        return options.presign_ttl if options and options.presign_ttl else self._default_ttl
+
+    def presigned_url(
+        self, decision: Decision, request: AccessRequest, record: AssetRecord, now: float
+    ) -> str:
+        """A URL for the request's own method (GET or HEAD) that serves the record's bytes: the one
+        shared by every request for the same object and disposition in the current time window."""
+        options = decision.serve
+        return self._presigner.shared_url(
+            method=request.method,
+            object_key=record.object_key,
+            filename=record.filename,
+            content_type=record.content_type,
+            disposition=options.disposition if options else "inline",
+            expires=self._ttl(decision),
+            now=now,
+        ).url
+
+    def served_headers(self, decision: Decision, record: AssetRecord, now: float) -> dict[str, str]:
+        """The headers a served file carries when nginx delivers the bytes (accel and auth_request):
+        caching, validators, type and name, the parent page, and no framing or sniffing."""
+        options = decision.serve
+        headers = {"Cache-Control": self._cache_control(decision, now)}
+        if record.etag and _header_safe(record.etag):
+            headers["ETag"] = record.etag
+        last_modified = http_date(record.last_modified)
+        if last_modified:
+            headers["Last-Modified"] = last_modified
+        if record.content_type and _header_safe(record.content_type):
+            headers["Content-Type"] = record.content_type
+        headers["Content-Disposition"] = content_disposition(
+            options.disposition if options else "inline", record.filename
+        )
+        if record.parent_document_url:
+            headers["Link"] = f'<{quote(record.parent_document_url, safe=_URL_SAFE)}>; rel="up"'
+        headers["X-Frame-Options"] = "DENY"
+        headers["X-Content-Type-Options"] = "nosniff"
+        if decision.private:
+            headers["X-Robots-Tag"] = "noindex"
+        return headers
 
     def _same_origin(self, origin: Origin, path_and_query: str) -> str:
         return f"{origin.scheme}://{_netloc(origin.hostname, origin.port)}{path_and_query}"
@@ -172,3 +230,24 @@ def _redirect(status: int, location: str, cache_control: str) -> web.Response:
     response.headers["Location"] = location
     response.headers["Cache-Control"] = cache_control
     return response
+
+
+def http_date(value: str | None) -> str | None:
+    """A record's `last_modified` (ISO 8601, or already an HTTP date) as an HTTP date; None when
+    it is missing or unreadable, so a bad value drops the header rather than failing the answer."""
+    if not value:
+        return None
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        try:
+            moment = parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return format_datetime(moment.astimezone(UTC), usegmt=True)
+
+
+def _header_safe(value: str) -> bool:
+    return value.isascii() and value.isprintable()

@@ -6,16 +6,21 @@ from __future__ import annotations
 import asyncio
 import logging
 import multiprocessing
+import os
+import shutil
 import signal
 import sys
+import tempfile
 
 from aiohttp import web
 
 from gateway.app import build_gateway, create_public_app
 from gateway.http.admin import create_admin_app
 from gateway.http.runner import GatewayRunner
+from gateway.metrics import SnapshotDirectory
 from gateway.observability import configure_logging
 from gateway.policy.language import PolicyError
+from gateway.policy.reload import install_reload_signal
 from gateway.runtime import install_stop_signals, run_async
 from gateway.settings import ConfigError, Settings
 
@@ -26,10 +31,15 @@ def serve(settings: Settings, workers: int) -> int:
     configure_logging()
     if workers == 1:
         return run_async(_serve_one(settings, reuse_port=False))
+    # Each worker publishes its metrics here, so a scrape answered by any one of them covers all.
+    metrics_dir = tempfile.mkdtemp(prefix="asset-gateway-metrics-")
     processes = [
-        multiprocessing.get_context("fork").Process(target=_worker, args=(settings,), name=f"worker-{n}")
+        multiprocessing.get_context("fork").Process(
+            target=_worker, args=(settings, metrics_dir, n), name=f"worker-{n}"
+        )
         for n in range(workers)
     ]
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)  # a HUP while a worker starts must not kill it
     for process in processes:
         process.start()
 
@@ -38,19 +48,28 @@ def serve(settings: Settings, workers: int) -> int:
             if process.is_alive() and process.pid is not None:
                 process.terminate()
 
+    def reload(signum: int, _frame: object) -> None:
+        for process in processes:
+            if process.is_alive() and process.pid is not None:
+                os.kill(process.pid, signal.SIGHUP)
+
     signal.signal(signal.SIGTERM, forward)
     signal.signal(signal.SIGINT, forward)
+    signal.signal(signal.SIGHUP, reload)  # each worker reloads its own policy
     for process in processes:
         process.join()
+    shutil.rmtree(metrics_dir, ignore_errors=True)
     failed = [p.exitcode for p in processes if p.exitcode not in (0, -signal.SIGTERM)]
     return 1 if failed else 0
 
 
-def _worker(settings: Settings) -> None:
-    sys.exit(run_async(_serve_one(settings, reuse_port=True)))
+def _worker(settings: Settings, metrics_dir: str, index: int) -> None:
+    sys.exit(run_async(_serve_one(settings, reuse_port=True, metrics=SnapshotDirectory(metrics_dir, index))))
 
 
-async def _serve_one(settings: Settings, *, reuse_port: bool) -> int:
+async def _serve_one(
+    settings: Settings, *, reuse_port: bool, metrics: SnapshotDirectory | None = None
+) -> int:
     try:
         gateway = build_gateway(settings)
     except PolicyError as exc:
@@ -61,6 +80,7 @@ async def _serve_one(settings: Settings, *, reuse_port: bool) -> int:
     except (ConfigError, ValueError) as exc:
         print(f"asset-gateway: configuration error: {exc}", file=sys.stderr)
         return 2
+    gateway.metrics.snapshots = metrics
     public = GatewayRunner(create_public_app(gateway))
     admin = GatewayRunner(create_admin_app(gateway))
     for runner, host, port in (
@@ -75,6 +95,7 @@ async def _serve_one(settings: Settings, *, reuse_port: bool) -> int:
     )  # fmt: skip
     stop = asyncio.Event()
     install_stop_signals(stop)
+    install_reload_signal(gateway.policy)
     await stop.wait()
     await public.cleanup()
     await admin.cleanup()

@@ -118,3 +118,77 @@ def run_s3() -> Iterator[S3Server]:
         yield s3
     finally:
         server.stop()
+
+
+@dataclass
+class RedisCluster:
+    """A local Redis Cluster: one primary per node, every slot covered."""
+
+    ports: list[int]
+    processes: list[subprocess.Popen[bytes]]
+
+    @property
+    def url(self) -> str:
+        return f"redis+cluster://127.0.0.1:{self.ports[0]}"
+
+    def flush(self) -> None:
+        import redis
+
+        for port in self.ports:
+            client = redis.Redis(port=port)
+            client.flushall()
+            client.close()
+
+
+def _cluster_ready(ports: list[int]) -> bool:
+    """Every node sees the whole cluster as ok (slots assigned, gossip converged)."""
+    import redis
+
+    for port in ports:
+        client = redis.Redis(port=port)
+        try:
+            info = client.cluster("INFO")
+            known = int(info.get("cluster_known_nodes", 0))
+            if info.get("cluster_state") != "ok" or known != len(ports):
+                return False
+        finally:
+            client.close()
+    return True
+
+
+@contextmanager
+def run_redis_cluster(nodes: int = 3, timeout: float = 20.0) -> Iterator[RedisCluster]:
+    """`nodes` redis-server processes with --cluster-enabled, joined with `redis-cli --cluster create`.
+
+    Each node's cluster bus port is picked free too: the default (port + 10000) may not exist.
+    """
+    cli = require_binary("redis-cli")
+    with tempfile.TemporaryDirectory(prefix="gateway-cluster-") as directory:
+        ports = [free_port() for _ in range(nodes)]
+        processes = []
+        try:
+            for port in ports:
+                node_dir = Path(directory) / str(port)
+                node_dir.mkdir()
+                options = ["--cluster-enabled", "yes", "--cluster-config-file", str(node_dir / "nodes.conf"),
+                           "--cluster-port", str(free_port()), "--cluster-node-timeout", "2000"]  # fmt: skip
+                processes.append(_spawn_redis(port, str(node_dir), *options))
+            for port in ports:
+                wait_for_port(port)
+            subprocess.run(
+                [cli, "--cluster", "create", *(f"127.0.0.1:{p}" for p in ports),
+                 "--cluster-replicas", "0", "--cluster-yes"],
+                check=True, capture_output=True, timeout=timeout,
+            )  # fmt: skip
+            deadline = time.monotonic() + timeout
+            while not _cluster_ready(ports):
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"redis cluster on {ports} not ready after {timeout}s")
+                time.sleep(0.05)
+            yield RedisCluster(ports, processes)
+        finally:
+            for process in processes:
+                if process.poll() is None:
+                    process.terminate()
+            for process in processes:
+                process.wait(timeout=10)

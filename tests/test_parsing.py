@@ -10,7 +10,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gateway.models import HostKind
-from gateway.parsing import MethodNotAllowed, NotAnAsset, RequestParser, split_asset_path
+from gateway.parsing import (
+    _KNOWN_PEERS,
+    MethodNotAllowed,
+    NotAnAsset,
+    RequestParser,
+    is_trusted,
+    split_asset_path,
+)
 from gateway.settings import load_settings
 
 PARSER = RequestParser(load_settings(None, {}))  # live assets.example.org, draft draft-assets.example.org
@@ -317,3 +324,19 @@ def test_query_never_contains_the_preview_token(
     assert token not in request.query
     assert tokens.preview_query == token
     assert parse_qsl(request.query, keep_blank_values=True) == [*before, *after]
+
+
+@given(st.sampled_from(["127.0.0.1", "10.1.2.3", "::1", "fe80::1%eth0", "", "not-an-ip", "127.0.0.1 "]))
+def test_remembered_trust_agrees_with_is_trusted(peer: str) -> None:
+    parser = RequestParser(load_settings(None, {"GATEWAY_SERVER_TRUSTED_PROXIES": "127.0.0.0/8,::1/128"}))
+    expected = is_trusted(peer, parser._trusted)
+    assert parser.is_trusted(peer) is expected
+    assert parser.is_trusted(peer) is expected  # the second answer comes from memory
+
+
+def test_remembered_trust_is_bounded() -> None:
+    parser = RequestParser(load_settings(None, {}))
+    for n in range(_KNOWN_PEERS + 10):
+        parser.is_trusted(f"10.{n // 65536}.{n // 256 % 256}.{n % 256}")
+    assert len(parser._peer_trust) <= _KNOWN_PEERS
+    assert parser.is_trusted("127.0.0.1")

@@ -30,10 +30,12 @@ from hypothesis import strategies as st
 
 from gateway.presign import (
     MAX_EXPIRES,
+    REUSE_FRACTION,
     MissingCredentialsError,
     Presigner,
     content_disposition,
     credentials_from_chain,
+    signing_window,
 )
 from gateway.settings import ConfigError, S3Settings
 from tests.servers import S3Server
@@ -515,3 +517,117 @@ def test_keys_with_spaces_unicode_and_plus_and_a_unicode_filename_work_end_to_en
     assert headers["Content-Disposition"] == (
         "inline; filename=\"r_sum_ 2024.pdf\"; filename*=UTF-8''r%C3%A9sum%C3%A9%202024.pdf"
     )
+
+
+# --- shared URLs: one signature per object, method and disposition per time window
+
+
+NOW = 1_715_000_000.25  # 2024-05-06T12:53:20.25Z
+
+
+def test_signing_at_an_instant_equals_botocores_own_signing_at_that_instant() -> None:
+    p = presigner(Credentials(ACCESS_KEY, SECRET_KEY, TOKEN))
+    at = datetime.datetime(2024, 5, 6, 7, 8, 9)
+    kwargs: dict[str, Any] = {"method": "GET", "object_key": "docs/a b.pdf", "filename": "résumé.pdf",
+                              "content_type": "application/pdf", "expires": 123}  # fmt: skip
+    with mock.patch("botocore.auth.get_current_datetime", return_value=at):
+        by_botocore = p.presign(**kwargs)
+    ours = p.presign(**kwargs, signed_at=int(at.replace(tzinfo=datetime.UTC).timestamp()))
+    assert ours == by_botocore
+    assert query(ours)["X-Amz-Date"] == "20240506T070809Z"
+    assert verify_sigv4(ours, "GET", SECRET_KEY, now=at)
+
+
+@given(
+    st.integers(min_value=1, max_value=MAX_EXPIRES),
+    st.floats(min_value=1e9, max_value=4e9, allow_nan=False),
+)
+def test_a_shared_url_always_has_more_than_three_quarters_of_its_life_left(expires: int, now: float) -> None:
+    signed_at, expires_at = signing_window(expires, now)
+    assert expires_at == signed_at + expires
+    assert signed_at <= now
+    left = expires_at - now
+    assert left <= expires
+    if expires >= REUSE_FRACTION:
+        assert left > expires - expires // REUSE_FRACTION
+        assert signed_at % (expires // REUSE_FRACTION) == 0  # the same instant in every process
+    else:
+        assert signed_at == int(now)  # too short to share: signed at the current second
+
+
+def signed_at(url: str) -> datetime.datetime:
+    return datetime.datetime.strptime(query(url)["X-Amz-Date"], "%Y%m%dT%H%M%SZ")
+
+
+def shared(p: Presigner, now: float, **changes: Any) -> str:
+    kwargs: dict[str, Any] = {"method": "GET", "object_key": "docs/a.pdf", "filename": "a.pdf",
+                              "content_type": "application/pdf", "expires": 300, **changes}  # fmt: skip
+    return p.shared_url(now=now, **kwargs).url
+
+
+def test_the_same_request_gets_the_same_url_within_a_window_and_a_new_one_after() -> None:
+    p = presigner()
+    start = signing_window(300, NOW)[0]
+    first = shared(p, start)
+    assert shared(p, start + 74.9) == first
+    later = shared(p, start + 75)
+    assert later != first
+    assert signed_at(later) - signed_at(first) == datetime.timedelta(seconds=75)
+    assert verify_sigv4(first, "GET", SECRET_KEY, now=datetime.datetime(2024, 5, 6, 12, 57, 0))
+
+
+def test_each_object_method_disposition_name_type_and_expiry_gets_its_own_url() -> None:
+    p = presigner()
+    base = shared(p, NOW)
+    variants = [
+        shared(p, NOW, object_key="docs/b.pdf"),
+        shared(p, NOW, method="HEAD"),
+        shared(p, NOW, disposition="attachment"),
+        shared(p, NOW, filename="b.pdf"),
+        shared(p, NOW, content_type="text/plain"),
+        shared(p, NOW, expires=600),
+    ]
+    assert len({base, *variants}) == 7
+    assert verify_sigv4(variants[1], "HEAD", SECRET_KEY, now=datetime.datetime(2024, 5, 6, 12, 54))
+
+
+def test_shared_url_expiry_is_the_signed_date_plus_its_expires() -> None:
+    signed = presigner().shared_url(
+        method="GET", object_key="k", filename="k", content_type="", expires=300, now=NOW
+    )
+    params = query(signed.url)
+    signed_at = datetime.datetime.strptime(params["X-Amz-Date"], "%Y%m%dT%H%M%SZ").replace(
+        tzinfo=datetime.UTC
+    )
+    assert signed.expires_at == signed_at.timestamp() + int(params["X-Amz-Expires"])
+    assert 225 < signed.expires_at - NOW <= 300
+
+
+def test_forgetting_a_shared_url_never_changes_the_answer() -> None:
+    """The cache is bounded; an evicted URL is signed again for the same instant, so it is the same."""
+    p = Presigner(S3Settings(), Credentials(ACCESS_KEY, SECRET_KEY), shared_urls=1)
+    a, b = shared(p, NOW), shared(p, NOW, object_key="other")
+    assert [shared(p, NOW), shared(p, NOW, object_key="other"), shared(p, NOW)] == [a, b, a]
+
+
+def test_shared_urls_are_not_reused_after_the_credentials_change() -> None:
+    clock = Clock()
+    generations = iter(range(2, 10))
+
+    def refresh() -> dict[str, str]:
+        n = next(generations)
+        return {"access_key": f"AKID{n}", "secret_key": f"secret{n}", "token": f"token{n}",
+                "expiry_time": (clock.now + datetime.timedelta(hours=1)).isoformat()}  # fmt: skip
+
+    credentials = RefreshableCredentials(
+        "AKID1", "secret1", "token1", clock.now + datetime.timedelta(hours=1), refresh, "test",
+        time_fetcher=clock,
+    )  # fmt: skip
+    p = presigner(credentials)
+    now = clock.now.timestamp()
+    first = shared(p, now)
+    assert query(first)["X-Amz-Credential"].startswith("AKID1/")
+    clock.now += datetime.timedelta(minutes=50)  # inside botocore's refresh window
+    second = shared(p, now)  # the same window, but the credentials were refreshed
+    assert query(second)["X-Amz-Credential"].startswith("AKID2/")
+    assert query(second)["X-Amz-Security-Token"] == "token2"

@@ -46,11 +46,14 @@ async def require_admin_token(request: web.Request, handler: Handler) -> web.Str
 
 def create_admin_app(gateway: Gateway) -> web.Application:
     """Routes come from one module per concern; each exposes `add_routes(app)`."""
-    from gateway.http import health
+    from gateway.http import admin_explain, assets_api, health, metrics
 
     app = web.Application(middlewares=[require_admin_token], client_max_size=MAX_BODY_BYTES)
     app[GATEWAY] = gateway
     health.add_routes(app)
+    metrics.add_routes(app)
+    admin_explain.add_routes(app)
+    assets_api.add_routes(app)
     if not gateway.settings.admin.token:
         log.warning("admin.token is not set: every admin request except health and metrics gets 401")
     return app

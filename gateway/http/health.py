@@ -15,7 +15,8 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def readyz(request: web.Request) -> web.Response:
-    """Ready when the state store answers and a policy is loaded."""
+    """Ready when the state store answers and a policy is loaded (a failed reload shows as an error
+    next to the revision still serving)."""
     gateway = request.app[GATEWAY]
     checks: dict[str, object] = {}
     ready = True
@@ -25,7 +26,17 @@ async def readyz(request: web.Request) -> web.Response:
     except StoreUnavailable:
         checks["state"] = "unreachable"
         ready = False
-    checks["policy"] = {"revision": gateway.policy.policy.revision}
+    # A failed reload leaves the process ready: it still serves the last good policy, and taking
+    # every gateway out of the load balancer over one bad edit would turn a typo into an outage.
+    current = gateway.policy
+    checks["policy"] = {
+        "revision": current.policy.revision,
+        "error": [str(problem) for problem in current.last_error or ()],
+        "reload_failures": current.reload_failures,
+    }
+    # Reported, not required: while the channel is down cached records still expire by TTL.
+    listener = gateway.invalidations
+    checks["invalidation"] = {"status": listener.status, "subscriptions": listener.subscriptions}
     return web.json_response({"ready": ready, "checks": checks}, status=200 if ready else 503)
 
 

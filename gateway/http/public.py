@@ -6,15 +6,17 @@ from __future__ import annotations
 import logging
 import re
 import time
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
 
 from gateway.identify import identify
-from gateway.models import NO_REPLACEMENT, AssetRecord, Decision, Identity
+from gateway.metrics import Metrics
+from gateway.models import NO_REPLACEMENT, AccessRequest, AssetRecord, Decision, Identity
 from gateway.observability import log_access, new_request_id
-from gateway.parsing import MethodNotAllowed, NotAnAsset, RequestParser, is_trusted
+from gateway.parsing import MethodNotAllowed, NotAnAsset, Origin, RawTokens, RequestParser, is_trusted
 from gateway.policy.evaluation import decide
 from gateway.policy.reload import CurrentPolicy
 from gateway.responses import Responder, error_response
@@ -22,6 +24,7 @@ from gateway.settings import Settings
 from gateway.state.base import StoreUnavailable
 from gateway.state.cache import CachedAssetStore
 from gateway.state.chain import resolve_replacement
+from gateway.state.invalidation import InvalidationListener
 from gateway.tokens import TokenVerifier
 
 log = logging.getLogger(__name__)
@@ -38,6 +41,8 @@ class Gateway:
     store: CachedAssetStore
     policy: CurrentPolicy
     responder: Responder
+    invalidations: InvalidationListener  # keeps `store` in step with writes made anywhere
+    metrics: Metrics = field(default_factory=Metrics)  # this process's counters, read by /metrics
 
 
 GATEWAY = web.AppKey("gateway", Gateway)
@@ -52,44 +57,108 @@ def request_id(request: web.Request, settings: Settings) -> str:
 
 
 async def handle_media(request: web.Request) -> web.StreamResponse:
+    url = request.rel_url
+    return await answer(request, "media", request.method, url.raw_path, url.raw_query_string, render_direct)
+
+
+@dataclass(frozen=True, slots=True)
+class Evaluated:
+    """The pipeline reached a decision: everything `respond` needs to turn it into HTTP."""
+
+    decision: Decision
+    access: AccessRequest
+    origin: Origin
+    identity: Identity
+    tokens: RawTokens
+    record: AssetRecord | None
+    now: float
+
+
+@dataclass(frozen=True, slots=True)
+class Refused:
+    """No decision was made: not an asset path (404), a method other than GET/HEAD (405), or the
+    state store unreachable with nothing cached (503)."""
+
+    status: int
+    outcome: str
+    identity: Identity | None = None
+
+
+Render = Callable[[Gateway, "Evaluated | Refused"], web.StreamResponse]
+
+
+def render_direct(gateway: Gateway, result: Evaluated | Refused) -> web.StreamResponse:
+    """The answer a browser gets from the gateway itself (redirect or accel delivery)."""
+    if isinstance(result, Refused):
+        return error_response(result.status, retry_after=result.status == 503)
+    return gateway.responder.respond(
+        result.decision, result.access, result.origin, result.identity, result.tokens, result.record,
+        result.now,
+    )  # fmt: skip
+
+
+async def answer(
+    request: web.Request, endpoint: str, method: str, raw_path: str, raw_query: str, render: Render
+) -> web.StreamResponse:
+    """Run the pipeline for (method, path, query) with the request's headers, render the result,
+    then log and count it. Shared by `/media/...` and nginx's `/auth` subrequests."""
     gateway = request.app[GATEWAY]
     started = time.perf_counter()
     rid = request_id(request, gateway.settings)
-    fields: dict[str, Any] = {
-        "request_id": rid,
-        "method": request.method,
-        "path": request.rel_url.raw_path,
-    }
-    response, decision, identity = await _answer(request, gateway, fields)
+    fields: dict[str, Any] = {"request_id": rid, "method": method, "path": raw_path}
+    if endpoint != "media":
+        fields["endpoint"] = endpoint
+    result = await evaluate(
+        gateway, method, raw_path, raw_query, request.headers,
+        peer=request.remote, secure=request.secure, fields=fields,
+    )  # fmt: skip
+    try:
+        response = render(gateway, result)
+    except Exception:
+        log.exception("could not build the response for %s", fields.get("asset_id", "a request"))
+        response = error_response(500)
     response.headers["X-Request-Id"] = rid
     fields["status"] = response.status
-    if decision is not None:
-        fields.update(outcome=decision.action.value, rule=decision.rule, policy_revision=decision.revision)
+    rule = ""
+    if isinstance(result, Evaluated):
+        decision = result.decision
+        rule = decision.rule
+        fields.update(outcome=decision.action.value, rule=rule, policy_revision=decision.revision)
+    identity = result.identity
     if identity is not None:
         if identity.user is not None:
             fields["subject"] = identity.user.sub
         if identity.preview is not None:
             fields["preview"] = identity.preview.sub
-    fields["duration_ms"] = round((time.perf_counter() - started) * 1000, 3)
+    elapsed = time.perf_counter() - started
+    fields["duration_ms"] = round(elapsed * 1000, 3)
     log_access(fields)
+    gateway.metrics.observe(endpoint, fields["outcome"], rule, response.status, elapsed)
     return response
 
 
-async def _answer(
-    request: web.Request, gateway: Gateway, fields: dict[str, Any]
-) -> tuple[web.StreamResponse, Decision | None, Identity | None]:
-    url = request.rel_url
+async def evaluate(
+    gateway: Gateway,
+    method: str,
+    raw_path: str,
+    raw_query: str,
+    headers: Mapping[str, str],
+    *,
+    peer: str | None,
+    secure: bool,
+    fields: dict[str, Any],
+) -> Evaluated | Refused:
+    """parse → identify → lookup → decide. Adds what it learns to the access-log `fields`."""
     try:
         access, tokens, origin = gateway.parser.parse(
-            request.method, url.raw_path, url.raw_query_string, request.headers,
-            peer=request.remote, secure=request.secure,
-        )  # fmt: skip
+            method, raw_path, raw_query, headers, peer=peer, secure=secure
+        )
     except NotAnAsset:
         fields["outcome"] = "not_found"
-        return error_response(404), None, None
+        return Refused(404, "not_found")
     except MethodNotAllowed:
         fields["outcome"] = "method_not_allowed"
-        return error_response(405), None, None
+        return Refused(405, "method_not_allowed")
     fields.update(host=access.host, asset_id=access.asset_id)
 
     now = time.time()
@@ -103,15 +172,11 @@ async def _answer(
             replacement = await resolve_replacement(store.get, record)
     except StoreUnavailable:
         fields["outcome"] = "store_unavailable"
-        return error_response(503, retry_after=True), None, identity
+        gateway.metrics.store_error()
+        return Refused(503, "store_unavailable", identity)
 
     decision = decide(
         access, identity, record, gateway.policy.policy, now,
         replacement=replacement, login_configured=bool(gateway.settings.login.url),
     )  # fmt: skip
-    try:
-        response = gateway.responder.respond(decision, access, origin, identity, tokens, record, now)
-    except Exception:
-        log.exception("could not build the response for asset %s", access.asset_id)
-        return error_response(500), decision, identity
-    return response, decision, identity
+    return Evaluated(decision, access, origin, identity, tokens, record, now)

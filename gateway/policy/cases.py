@@ -21,7 +21,7 @@ from gateway.models import (
     PreviewIdentity,
     UserIdentity,
 )
-from gateway.policy.evaluation import RuleTrace, explain
+from gateway.policy.evaluation import DEFAULT_DENY, RuleTrace, explain
 from gateway.policy.language import Policy, Problem, line_of, node_value
 from gateway.records import RecordInvalid, record_from_dict
 from gateway.state.chain import resolve_replacement
@@ -69,10 +69,11 @@ class CaseResult:
 
 def parse_cases(policy: Policy) -> tuple[list[PolicyCase], list[Problem]]:
     cases, problems = [], []
+    rules = frozenset(rule.name for rule in policy.rules) | {DEFAULT_DENY}
     for policy_file in policy.files:
         for node in policy_file.tests:
             try:
-                cases.append(_parse_case(policy_file.path, node))
+                cases.append(_parse_case(policy_file.path, node, rules))
             except _CaseError as exc:
                 problems.append(Problem(policy_file.path, exc.line, str(exc)))
     return cases, problems
@@ -139,7 +140,7 @@ def _fields(node: yaml.Node, allowed: set[str], what: str) -> dict[str, yaml.Nod
     return result
 
 
-def _parse_case(path: str, node: yaml.Node) -> PolicyCase:
+def _parse_case(path: str, node: yaml.Node, rules: frozenset[str]) -> PolicyCase:
     fields = _fields(node, _CASE_FIELDS, "test case")
     line = line_of(node)
     name = node_value(fields["name"]) if "name" in fields else None
@@ -178,6 +179,11 @@ def _parse_case(path: str, node: yaml.Node) -> PolicyCase:
         }
         if not isinstance(claims.get("sub"), str):
             raise _CaseError(line_of(fields["user"]), "user.sub: expected a string")
+        if not isinstance(claims.get("org", ""), str | None):
+            raise _CaseError(line_of(fields["user"]), "user.org: expected a string")
+        groups = claims.get("groups") or []
+        if not isinstance(groups, list) or not all(isinstance(g, str) for g in groups):
+            raise _CaseError(line_of(fields["user"]), "user.groups: expected a list of names")
         user = UserIdentity(
             claims["sub"], claims.get("org"), frozenset(claims.get("groups") or ()), _TOKEN_EXPIRY
         )
@@ -203,16 +209,41 @@ def _parse_case(path: str, node: yaml.Node) -> PolicyCase:
         record = _record(record_node, raw)
         records[record.id] = record
 
-    expect = {k: node_value(v) for k, v in _fields(fields["expect"], _EXPECT_FIELDS, "expect").items()}
+    expect_nodes = _fields(fields["expect"], _EXPECT_FIELDS, "expect")
+    expect = {k: node_value(v) for k, v in expect_nodes.items()}
     if not expect:
         raise _CaseError(
             line_of(fields["expect"]),
             "expect: name at least one of status, rule, action, location, private",
         )
+    _check_expect(expect, expect_nodes, rules)
     login = node_value(fields["login_configured"]) if "login_configured" in fields else False
     return PolicyCase(
         name, path, line, request, Identity(user, preview, in_query), records, login is True, expect
     )
+
+
+def _check_expect(expect: dict[str, Any], nodes: dict[str, yaml.Node], rules: frozenset[str]) -> None:
+    """A typo in an expectation would fail forever with a confusing diff: name it instead."""
+    status = expect.get("status")
+    if "status" in expect and (isinstance(status, bool) or not isinstance(status, int)
+                               or not 200 <= status <= 599):  # fmt: skip
+        raise _CaseError(line_of(nodes["status"]), f"expect.status: expected an HTTP status, got {status!r}")
+    if "rule" in expect and expect["rule"] not in rules:
+        raise _CaseError(
+            line_of(nodes["rule"]),
+            f"expect.rule: no rule named {expect['rule']!r} in this policy (nor {DEFAULT_DENY})",
+        )
+    actions = [a.value for a in Action]
+    if "action" in expect and expect["action"] not in actions:
+        raise _CaseError(
+            line_of(nodes["action"]),
+            f"expect.action: expected one of {', '.join(actions)}, got {expect['action']!r}",
+        )
+    if "private" in expect and not isinstance(expect["private"], bool):
+        raise _CaseError(line_of(nodes["private"]), "expect.private: expected true or false")
+    if "location" in expect and not isinstance(expect["location"], str | None):
+        raise _CaseError(line_of(nodes["location"]), "expect.location: expected a path or URL")
 
 
 def _record(node: yaml.Node, raw: Any) -> AssetRecord:

@@ -83,14 +83,20 @@ def _facts(
     return Facts(request, identity, record, replacement, login_configured)
 
 
+_NEEDS_RECORD = frozenset({Action.SERVE, Action.REDIRECT_TO_CURRENT_FILENAME, Action.REDIRECT_TO_URL})
+
+
 def _decision(rule: Rule, facts: Facts, revision: str) -> Decision:
     outcome = rule.outcome
     record = facts.record
     restricted = facts.request.host_kind is not HostKind.LIVE or (
         record is not None and record.access_limited.limited
     )
+    if record is None and outcome.action in _NEEDS_RECORD:
+        # A rule that forgot `record: present`: there is nothing to serve or rename, so deny.
+        return Decision(Action.DENY, 404, rule.name, revision)
     if outcome.action is Action.SERVE:
-        assert record is not None, f"rule {rule.name} serves without a record"
+        assert record is not None
         return Decision(
             Action.SERVE,
             outcome.status,

@@ -61,6 +61,11 @@ def _user_groups(facts: Facts) -> frozenset[str]:
     return user.groups if user is not None else frozenset()
 
 
+def _user_org(facts: Facts) -> frozenset[str]:
+    user = facts.identity.user
+    return frozenset((user.org,)) if user is not None and user.org is not None else frozenset()
+
+
 def _record(facts: Facts) -> AssetRecord:
     assert facts.record is not None  # guarded by needs_record
     return facts.record
@@ -135,6 +140,11 @@ CONDITIONS: dict[str, ConditionSpec] = {
     "user_groups": ConditionSpec(
         "the user token's groups include at least one of the listed names",
         _user_groups,
+        takes_list=True,
+    ),
+    "user_org": ConditionSpec(
+        "the user token's org is one of the listed names",
+        _user_org,
         takes_list=True,
     ),
     "login_configured": ConditionSpec("login.url is set", lambda f: f.login_configured),

@@ -10,7 +10,7 @@ from typing import Any
 import yaml
 
 from gateway.models import Action, ServeOptions
-from gateway.policy.facts import CONDITIONS, Facts
+from gateway.policy.facts import CONDITIONS, ConditionSpec, Facts
 
 RULE_NAME = re.compile(r"[a-z][a-z0-9_]{0,63}")
 
@@ -45,9 +45,14 @@ class Check:
     name: str
     expected: tuple[object, ...]
     line: int
+    # Looked up once here rather than on every request: `test` runs for most rules of every decision.
+    spec: ConditionSpec = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "spec", CONDITIONS[self.name])
 
     def test(self, facts: Facts) -> bool:
-        spec = CONDITIONS[self.name]
+        spec = self.spec
         if spec.needs_record and facts.record is None:
             return False
         actual = spec.read(facts)
@@ -73,7 +78,11 @@ class AllOf:
     children: tuple[Condition, ...]
 
     def test(self, facts: Facts) -> bool:
-        return all(child.test(facts) for child in self.children)
+        # A plain loop: all() over a generator costs a generator frame per rule per request.
+        for child in self.children:  # noqa: SIM110
+            if not child.test(facts):
+                return False
+        return True
 
     def explain(self, facts: Facts) -> tuple[bool, str]:
         parts = [child.explain(facts) for child in self.children]
@@ -85,7 +94,10 @@ class AnyOf:
     children: tuple[Condition, ...]
 
     def test(self, facts: Facts) -> bool:
-        return any(child.test(facts) for child in self.children)
+        for child in self.children:  # noqa: SIM110  (see AllOf.test)
+            if child.test(facts):
+                return True
+        return False
 
     def explain(self, facts: Facts) -> tuple[bool, str]:
         parts = [child.explain(facts) for child in self.children]
@@ -196,13 +208,17 @@ class FileParser:
         try:
             root = yaml.compose(self.text, Loader=yaml.SafeLoader)
         except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            line = mark.line + 1 if mark is not None else 1
-            problem = getattr(exc, "problem", None) or str(exc)
-            self.error(line, f"not valid YAML: {problem}")
+            self.yaml_error(exc)
             return None
         if root is None:
             self.error(1, "empty policy file: expected a mapping with 'rules'")
+            return None
+        try:
+            # Build every value once up front: tags (`!!python/...`, `!foo`), unhashable keys and
+            # scalars like `!!int abc` fail here as a problem, not later as a crash.
+            node_value(root)
+        except (yaml.YAMLError, ValueError, TypeError) as exc:
+            self.yaml_error(exc, root)
             return None
         if not isinstance(root, yaml.MappingNode):
             self.error(root, "expected a mapping with 'rules' (and optionally 'description', 'tests')")
@@ -222,6 +238,16 @@ class FileParser:
         if "description" in sections:
             description = self.string(sections["description"], "description") or ""
         return PolicyFile(self.path, rules, tests, description)
+
+    def yaml_error(self, exc: Exception, root: yaml.Node | None = None) -> None:
+        mark = getattr(exc, "problem_mark", None)
+        last = max(1, len(self.text.splitlines()))
+        line = mark.line + 1 if mark is not None else line_of(root) if root is not None else 1
+        if line > last:  # the stream ended first: point where the unclosed construct began
+            context = getattr(exc, "context_mark", None)
+            line = context.line + 1 if context is not None else last
+        problem = getattr(exc, "problem", None) or str(exc)
+        self.error(line, f"not valid YAML: {problem}")
 
     # -- shapes
 

@@ -4,6 +4,7 @@ concatenated; the revision is a hash of the contents so every decision can name 
 from __future__ import annotations
 
 import hashlib
+from dataclasses import dataclass
 from pathlib import Path
 
 from gateway.policy.language import (
@@ -16,28 +17,50 @@ from gateway.policy.language import (
 )
 
 
+@dataclass(frozen=True, slots=True)
+class PolicySources:
+    """The bytes of a policy directory as read at one moment, and the revision they hash to.
+    Reading and parsing are separate so a watcher can hash cheaply and parse exactly what it hashed."""
+
+    directory: Path
+    texts: tuple[tuple[Path, str], ...]
+    problems: tuple[Problem, ...]  # a missing directory, no files, unreadable files
+    revision: str
+
+
 def policy_files(directory: str | Path) -> list[Path]:
     return sorted(p for p in Path(directory).glob("*.yaml") if p.is_file())
 
 
-def load_policy(directory: str | Path) -> Policy:
-    """Parse and validate every file; raise PolicyError listing every problem, or return the Policy."""
+def read_sources(directory: str | Path) -> PolicySources:
     base = Path(directory)
-    if not base.is_dir():
-        raise PolicyError([Problem(str(base), 0, "policy directory does not exist")])
-    paths = policy_files(base)
-    if not paths:
-        raise PolicyError([Problem(str(base), 0, "no *.yaml policy files in this directory")])
     digest = hashlib.sha256()
-    files: list[PolicyFile] = []
+    if not base.is_dir():
+        problem = Problem(str(base), 0, "policy directory does not exist")
+        return PolicySources(base, (), (problem,), digest.hexdigest()[:12])
+    texts: list[tuple[Path, str]] = []
     problems: list[Problem] = []
-    for path in paths:
+    for path in policy_files(base):
         try:
             text = path.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as exc:
             problems.append(Problem(str(path), 0, f"cannot read: {exc}"))
+            digest.update(path.name.encode() + b"\0\0unreadable\0")
             continue
         digest.update(path.name.encode() + b"\0" + text.encode() + b"\0")
+        texts.append((path, text))
+    if not texts and not problems:
+        problems.append(Problem(str(base), 0, "no *.yaml policy files in this directory"))
+    return PolicySources(base, tuple(texts), tuple(problems), digest.hexdigest()[:12])
+
+
+def parse_sources(sources: PolicySources) -> Policy:
+    """Parse and validate every file; raise PolicyError listing every problem, or return the Policy."""
+    if sources.problems and not sources.texts:
+        raise PolicyError(list(sources.problems))
+    files: list[PolicyFile] = []
+    problems: list[Problem] = list(sources.problems)
+    for path, text in sources.texts:
         parser = FileParser(str(path), text)
         parsed = parser.parse()
         problems.extend(parser.problems)
@@ -60,4 +83,9 @@ def load_policy(directory: str | Path) -> Policy:
     warnings = problems + find_unreachable(rules)
     if errors:
         raise PolicyError(warnings)
-    return Policy(rules, digest.hexdigest()[:12], tuple(files), tuple(p for p in warnings if p.warning))
+    return Policy(rules, sources.revision, tuple(files), tuple(p for p in warnings if p.warning))
+
+
+def load_policy(directory: str | Path) -> Policy:
+    """Read, parse and validate a policy directory; raise PolicyError listing every problem."""
+    return parse_sources(read_sources(directory))

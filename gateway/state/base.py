@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from gateway.models import AssetRecord
@@ -16,6 +17,10 @@ class StoreUnavailable(RuntimeError):
 class WriteResult:
     applied: bool  # False: the write's version was not greater than the stored one
     current_version: int  # the version stored after the call
+    created: bool = field(default=False, compare=False)  # applied, and there was no record before
+    # Not applied because this very record (same version, same fields) is already stored: a
+    # repeated write, which callers treat as done rather than as stale.
+    unchanged: bool = field(default=False, compare=False)
 
 
 class AssetStore(Protocol):
@@ -23,8 +28,15 @@ class AssetStore(Protocol):
         """The current record, or None. Raises StoreUnavailable."""
         ...
 
-    async def put(self, record: AssetRecord) -> WriteResult:
-        """Store the record only if its version is greater than the stored one, atomically."""
+    async def put(self, record: AssetRecord, *, base_version: int | None = None) -> WriteResult:
+        """Store the record only if its version is greater than the stored one, atomically, and
+        announce its id to every gateway (gateway.state.invalidation).
+
+        `base_version`: also require the stored version to be exactly this one (0: no record), so
+        a read-modify-write (PATCH) cannot silently drop a write that landed in between. A refusal
+        for that reason has `current_version` below the record's version; a stale write has it at
+        or above.
+        """
         ...
 
     async def ping(self) -> None:
@@ -32,3 +44,15 @@ class AssetStore(Protocol):
         ...
 
     async def close(self) -> None: ...
+
+
+class BulkAssetStore(AssetStore, Protocol):
+    """What the import and reconcile commands need on top: batched writes, and every record."""
+
+    async def put_many(self, records: Sequence[AssetRecord]) -> list[WriteResult | StoreUnavailable]:
+        """`put` for each record, in order, as fast as the backend allows; one outcome per record."""
+        ...
+
+    def scan(self, batch_size: int = 1000) -> AsyncIterator[list[AssetRecord]]:
+        """Every stored record once, in batches, in no particular order. Raises StoreUnavailable."""
+        ...

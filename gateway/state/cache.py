@@ -104,9 +104,9 @@ class CachedAssetStore:
             self._cache[asset_id] = MISSING if record is None else record
         return record
 
-    async def put(self, record: AssetRecord) -> WriteResult:
+    async def put(self, record: AssetRecord, *, base_version: int | None = None) -> WriteResult:
         try:
-            return await self.store.put(record)
+            return await self.store.put(record, base_version=base_version)
         finally:
             # Also on failure: a timed-out write may still have been applied.
             self.invalidate(record.id)

@@ -12,7 +12,7 @@ from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel
 from redis.backoff import ExponentialBackoff
 
-from gateway.state.base import AssetStore
+from gateway.state.base import BulkAssetStore
 from gateway.state.memory import MemoryAssetStore
 from gateway.state.redis import RedisAssetStore, RedisClient
 
@@ -37,7 +37,7 @@ def connection_options() -> dict[str, Any]:
     }
 
 
-def open_store(url: str) -> AssetStore:
+def open_store(url: str) -> BulkAssetStore:
     """A store for `url`; options in a redis URL's query string override the defaults above.
 
     memory://                                      in-process (demo, tests)

@@ -1,12 +1,15 @@
 """In-process asset store for the demo, tests and single-process use: the same versioned-write rule
-as Redis, so code that works against one works against the other."""
+as Redis, so code that works against one works against the other. Accepted writes are announced to
+in-process listeners, the equivalent of Redis pub/sub for one process (gateway.state.invalidation)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 
 from gateway.models import AssetRecord
-from gateway.state.base import WriteResult
+from gateway.state.base import StoreUnavailable, WriteResult
+
+Listener = Callable[[str], None]
 
 
 class MemoryAssetStore:
@@ -14,6 +17,7 @@ class MemoryAssetStore:
 
     def __init__(self, records: Iterable[AssetRecord] = ()) -> None:
         self._records: dict[str, AssetRecord] = {}
+        self._listeners: list[Listener] = []
         self.reads = 0  # backend reads, so cache tests can prove a warm path does none
         for record in records:
             self._apply(record)
@@ -22,15 +26,35 @@ class MemoryAssetStore:
         self.reads += 1
         return self._records.get(asset_id)
 
-    async def put(self, record: AssetRecord) -> WriteResult:
-        return self._apply(record)
+    async def put(self, record: AssetRecord, *, base_version: int | None = None) -> WriteResult:
+        return self._apply(record, base_version)
 
-    def _apply(self, record: AssetRecord) -> WriteResult:
+    async def put_many(self, records: Sequence[AssetRecord]) -> list[WriteResult | StoreUnavailable]:
+        return [self._apply(record) for record in records]
+
+    async def scan(self, batch_size: int = 1000) -> AsyncIterator[list[AssetRecord]]:
+        records = list(self._records.values())  # a snapshot: writes during the scan cannot break it
+        for start in range(0, len(records), batch_size):
+            yield records[start : start + batch_size]
+
+    def _apply(self, record: AssetRecord, base_version: int | None = None) -> WriteResult:
         current = self._records.get(record.id)
+        stored = 0 if current is None else current.version
         if current is not None and record.version <= current.version:
-            return WriteResult(applied=False, current_version=current.version)
+            return WriteResult(applied=False, current_version=current.version, unchanged=current == record)
+        if base_version is not None and stored != base_version:
+            return WriteResult(applied=False, current_version=stored)
         self._records[record.id] = record  # frozen, so storing the caller's object is safe
-        return WriteResult(applied=True, current_version=record.version)
+        for listener in tuple(self._listeners):
+            listener(record.id)
+        return WriteResult(applied=True, current_version=record.version, created=current is None)
+
+    def add_listener(self, listener: Listener) -> None:
+        """Call `listener(asset_id)` after every accepted write."""
+        self._listeners.append(listener)
+
+    def remove_listener(self, listener: Listener) -> None:
+        self._listeners.remove(listener)
 
     async def ping(self) -> None:
         return None

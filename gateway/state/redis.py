@@ -3,23 +3,29 @@ script so that late, out-of-order writes from several publishers never overwrite
 
 from __future__ import annotations
 
+import asyncio
 import json
-from collections.abc import Sequence
+import logging
+from collections.abc import AsyncIterator, Sequence
 from typing import Any, Final, TypeAlias
 
+from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import (  # type: ignore[attr-defined, unused-ignore]  # stubs lack OOM
     ClusterError,
     ConnectionError,
     OutOfMemoryError,
     ReadOnlyError,
     RedisClusterException,
+    ResponseError,
     TimeoutError,
     TryAgainError,
 )
 
 from gateway.models import AssetRecord
-from gateway.records import record_from_dict, record_to_dict
+from gateway.records import RecordInvalid, record_from_dict, record_to_dict
 from gateway.state.base import StoreUnavailable, WriteResult
+
+log = logging.getLogger(__name__)
 
 # redis.asyncio.Redis (single node or Sentinel master) or redis.asyncio.cluster.RedisCluster.
 # Any, not that union: redis-py ships its own types, but where the obsolete types-redis stubs are
@@ -40,17 +46,49 @@ UNAVAILABLE: Final = (
     OSError,
 )
 
-# Versions are compared as canonical decimal strings, not Lua numbers: Lua's doubles lose precision
-# above 2^53 and records allow versions up to 2^63 - 1. Returns {applied, current_version}.
+# One script for one record or a batch. Versions are compared as canonical decimal strings, not
+# Lua numbers: Lua's doubles lose precision above 2^53 and records allow versions up to 2^63 - 1.
+# ARGV: channel, base version or '' (PATCH, one key only: the stored version must still be this
+# one, '0' for none), then for each key: version, record JSON, asset id.
+# Returns for each key: outcome (1 written, 0 refused, 2 this very record is already stored: a
+# repeated write, as when redis-py resends a command whose reply was lost), the version stored
+# after the call, and 1 if the record is new. The id is published from inside the script, so it is
+# announced exactly when a write is applied, with no window between the two and no extra round
+# trip. PUBLISH has no key: a one-key call is single-slot on Cluster, where a PUBLISH reaches
+# every node; batches are sent only to a single node.
 PUT_SCRIPT: Final = """
-local current = redis.call('HGET', KEYS[1], 'version')
-local incoming = ARGV[1]
-if current and (#incoming < #current or (#incoming == #current and incoming <= current)) then
-  return {0, current}
+local channel, base = ARGV[1], ARGV[2]
+local replies = {}
+for i, key in ipairs(KEYS) do
+  local incoming, payload, id = ARGV[3 * i], ARGV[3 * i + 1], ARGV[3 * i + 2]
+  local current = redis.call('HGET', key, 'version')
+  local outcome, created = 1, 0
+  if current and (#incoming < #current or (#incoming == #current and incoming <= current)) then
+    outcome = 0
+    if incoming == current and redis.call('HGET', key, 'record') == payload then
+      outcome = 2
+    end
+  elseif base ~= '' and (current or '0') ~= base then
+    outcome = 0
+  else
+    redis.call('HSET', key, 'version', incoming, 'record', payload)
+    redis.call('PUBLISH', channel, id)
+    if not current then
+      created = 1
+    end
+    current = incoming
+  end
+  replies[#replies + 1] = outcome
+  replies[#replies + 1] = current or '0'
+  replies[#replies + 1] = created
 end
-redis.call('HSET', KEYS[1], 'version', incoming, 'record', ARGV[2])
-return {1, incoming}
+return replies
 """
+
+# Every accepted write publishes the asset id (never the record) here; see gateway.state.invalidation.
+INVALIDATION_CHANNEL: Final = "asset-gateway:invalidate"
+KEY_PATTERN: Final = "asset:*"
+CLUSTER_WRITE_CONCURRENCY: Final = 64  # Cluster pipelines refuse scripts: concurrent calls instead
 
 
 def asset_key(asset_id: str) -> str:
@@ -71,6 +109,9 @@ class RedisAssetStore:
         self.client = client  # public: invalidation (pub/sub) reuses this connection setup
         self._also_close = tuple(also_close)
         self._put = client.register_script(PUT_SCRIPT)  # sent once, then called by SHA
+        # Loaded up front rather than on the first NOSCRIPT: redis-py's Cluster client, retrying
+        # many concurrent NOSCRIPT calls, loses connections and resends commands.
+        self._script_loaded = False
         self.reads = 0
 
     async def get(self, asset_id: str) -> AssetRecord | None:
@@ -83,15 +124,83 @@ class RedisAssetStore:
             return None
         return record_from_dict(json.loads(raw))
 
-    async def put(self, record: AssetRecord) -> WriteResult:
-        payload = json.dumps(record_to_dict(record), separators=(",", ":"))
+    async def put(self, record: AssetRecord, *, base_version: int | None = None) -> WriteResult:
+        base = "" if base_version is None else str(base_version)
         try:
-            applied, current = await self._put(
-                keys=[asset_key(record.id)], args=[str(record.version), payload]
-            )
+            await self._load_script()
+            args = [INVALIDATION_CHANNEL, base, *_args(record)]
+            reply = await self._put(keys=[asset_key(record.id)], args=args)
         except UNAVAILABLE as exc:
             raise unavailable("put", exc) from exc
-        return WriteResult(applied=bool(int(applied)), current_version=int(current))
+        return _write_results(reply)[0]
+
+    async def put_many(self, records: Sequence[AssetRecord]) -> list[WriteResult | StoreUnavailable]:
+        """One script call for the whole batch on a single node (so a batch costs Python one
+        command, not hundreds); bounded concurrent single calls on Cluster, where a batch's keys
+        live on different nodes."""
+        if not records:
+            return []
+        if isinstance(self.client, RedisCluster):
+            results: list[WriteResult | StoreUnavailable] = []
+            for start in range(0, len(records), CLUSTER_WRITE_CONCURRENCY):
+                chunk = records[start : start + CLUSTER_WRITE_CONCURRENCY]
+                results.extend(await asyncio.gather(*(self._put_or_error(r) for r in chunk)))
+            return results
+        args = [INVALIDATION_CHANNEL, ""]
+        for record in records:
+            args.extend(_args(record))
+        try:
+            await self._load_script()
+            reply = await self._put(keys=[asset_key(r.id) for r in records], args=args)
+        except UNAVAILABLE as exc:
+            return [unavailable("put", exc)] * len(records)
+        return list(_write_results(reply))
+
+    async def _load_script(self) -> None:
+        if not self._script_loaded:
+            await self.client.script_load(PUT_SCRIPT)  # on Cluster: every primary
+            self._script_loaded = True
+
+    async def _put_or_error(self, record: AssetRecord) -> WriteResult | StoreUnavailable:
+        try:
+            return await self.put(record)
+        except StoreUnavailable as exc:
+            return exc
+
+    async def scan(self, batch_size: int = 1000) -> AsyncIterator[list[AssetRecord]]:
+        """SCAN over `asset:*` (on Cluster, every primary), then the records in pipelined batches.
+        Like any SCAN: a record present for the whole scan is returned; concurrent writes may or
+        may not be seen."""
+        keys: list[bytes] = []
+        try:
+            async for key in self.client.scan_iter(match=KEY_PATTERN, count=batch_size):
+                keys.append(key)
+                if len(keys) >= batch_size:
+                    yield await self._records(keys)
+                    keys = []
+            if keys:
+                yield await self._records(keys)
+        except UNAVAILABLE as exc:
+            raise unavailable("scan", exc) from exc
+
+    async def _records(self, keys: list[bytes]) -> list[AssetRecord]:
+        pipe = self.client.pipeline(transaction=False)
+        for key in keys:
+            pipe.hget(key, "record")
+        records = []
+        for key, raw in zip(keys, await pipe.execute(raise_on_error=False), strict=True):
+            if raw is None:  # deleted since SCAN saw it
+                continue
+            try:
+                if isinstance(raw, Exception):  # e.g. WRONGTYPE: someone else's key under our prefix
+                    raise raw
+                records.append(record_from_dict(json.loads(raw)))
+            except UNAVAILABLE:
+                raise
+            except (ValueError, RecordInvalid, ResponseError) as exc:
+                name = key.decode(errors="replace")
+                log.warning("skipping unreadable record under %r: %s", name, str(exc)[:200])
+        return records
 
     async def ping(self) -> None:
         try:
@@ -103,3 +212,15 @@ class RedisAssetStore:
         await self.client.aclose()
         for client in self._also_close:
             await client.aclose()
+
+
+def _args(record: AssetRecord) -> tuple[str, str, str]:
+    return str(record.version), json.dumps(record_to_dict(record), separators=(",", ":")), record.id
+
+
+def _write_results(reply: Sequence[Any]) -> list[WriteResult]:
+    values = [int(value) for value in reply]
+    return [
+        WriteResult(outcome == 1, current_version=current, created=created == 1, unchanged=outcome == 2)
+        for outcome, current, created in zip(values[0::3], values[1::3], values[2::3], strict=True)
+    ]

@@ -24,6 +24,7 @@ from gateway.state.factory import open_store
 from gateway.state.memory import MemoryAssetStore
 from gateway.state.redis import RedisAssetStore, asset_key
 from tests.servers import RedisServer, free_port, require_binary, run_redis, wait_for_port
+from tests.state.conftest import backend_url
 
 pytestmark = pytest.mark.asyncio
 
@@ -53,10 +54,9 @@ FULL = AssetRecord(
 )
 
 
-@pytest_asyncio.fixture(params=["memory", "redis"])
+@pytest_asyncio.fixture(params=["memory", "redis", "cluster"])
 async def store(request: pytest.FixtureRequest) -> AsyncIterator[AssetStore]:
-    url = "memory://" if request.param == "memory" else request.getfixturevalue("redis_url")
-    opened = open_store(url)
+    opened = open_store(backend_url(request, request.param))  # cluster: 3 nodes, tests/state/conftest.py
     yield opened
     await opened.close()
 

@@ -1,0 +1,136 @@
+"""The handler without the network: µs per call of each pipeline step and of the whole handler,
+in-process (no sockets, no wrk), so the numbers hold still on a busy machine.
+
+    python -m bench.handler [--tree DIR]    # DIR: a copy of the tree to time instead (A/B)
+
+What it leaves out (HTTP parsing, the event loop, writing the response) is what the floor measures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+import tempfile
+import time
+import timeit
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+
+def timed(function: Callable[[], object], number: int) -> float:
+    """Best of 5 runs, µs per call."""
+    return min(timeit.repeat(function, number=number, repeat=5)) / number * 1e6
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--tree", help="import the gateway from this copy of the tree")
+    parser.add_argument("--number", type=int, default=20_000)
+    args = parser.parse_args()
+    if args.tree:
+        sys.path.insert(0, str(Path(args.tree).resolve()))
+        for name in [m for m in sys.modules if m == "gateway" or m.startswith("gateway.")]:
+            del sys.modules[name]
+    os.environ.setdefault("AWS_ACCESS_KEY_ID", "AKIABENCHMARKEXAMPLE")
+    os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "bench-secret")
+    with tempfile.TemporaryDirectory(prefix="gateway-handler-") as tmp:
+        print(f"gateway from {_gateway_dir()}")
+        for line in asyncio.run(measure(Path(tmp), args.number)):
+            print(line)
+    return 0
+
+
+def _gateway_dir() -> str:
+    import gateway
+
+    return str(Path(gateway.__file__).parent)
+
+
+async def measure(directory: Path, number: int) -> list[str]:
+    from aiohttp import web
+    from aiohttp.test_utils import make_mocked_request
+    from botocore.credentials import Credentials
+
+    from bench import fixtures
+    from gateway.app import build_gateway, create_public_app
+    from gateway.http.public import handle_media
+    from gateway.identify import identify
+    from gateway.observability import configure_logging, log_access
+    from gateway.policy.evaluation import decide
+    from gateway.presign import Presigner
+    from gateway.settings import load_settings
+    from gateway.state.memory import MemoryAssetStore
+
+    identity = fixtures.make_identity(directory)
+    config = fixtures.write_config(directory, "handler", port=1, admin_port=2, redis_url="memory://",
+                                   identity=identity)  # fmt: skip
+    settings = load_settings(str(config), {})
+    store = MemoryAssetStore(
+        [fixtures.record(fixtures.PUBLIC_ID), fixtures.record(fixtures.RESTRICTED_ID, users=(fixtures.USER,))]
+    )
+    presigner = Presigner(settings.s3, Credentials("AKIABENCHMARKEXAMPLE", "bench-secret"))
+    gateway = build_gateway(settings, store=store, presigner=presigner)
+    app = create_public_app(gateway)
+    sys.stderr = open(os.devnull, "w")  # noqa: SIM115  (access lines go nowhere, as cheaply as a file)
+    configure_logging()  # as `serve` does
+
+    live = {"Host": fixtures.LIVE_HOST}
+    cases = {
+        "public": (fixtures.asset_path(fixtures.PUBLIC_ID), live),
+        "restricted": (fixtures.asset_path(fixtures.RESTRICTED_ID),
+                       {**live, "Authorization": f"Bearer {identity.user_token}"}),
+    }  # fmt: skip
+    lines = []
+    loop = asyncio.get_running_loop()
+
+    def run(coroutine_function: Callable[[], Any]) -> Callable[[], object]:
+        # One await per call, driven without the event loop: what the handler costs by itself.
+        def step() -> object:
+            coroutine = coroutine_function()
+            try:
+                coroutine.send(None)
+            except StopIteration as done:
+                return done.value
+            raise RuntimeError("the handler awaited something: not a warm request")
+
+        return step
+
+    floor_headers = {"Location": "x" * 560, "Cache-Control": "public, max-age=150"}
+
+    async def floor_handler(request: web.Request) -> web.Response:
+        return web.Response(status=302, headers=floor_headers)
+
+    for name, (path, headers) in cases.items():
+        request = make_mocked_request("GET", path, headers=headers, app=app)
+        response = await handle_media(request)  # warms the record cache and the token cache
+        assert response.status == 302, (name, response.status)
+        now = time.time()
+        access, tokens, _origin = gateway.parser.parse("GET", path, "", request.headers, peer="127.0.0.1")
+        who = identify(tokens, gateway.verifier, now)
+        record = await gateway.store.get(access.asset_id)
+        decision = decide(access, who, record, gateway.policy.policy, now)
+        fields = {"request_id": "0123456789abcdef", "method": "GET", "path": path, "host": access.host,
+                  "asset_id": access.asset_id, "status": 302, "outcome": "serve", "rule": "serve",
+                  "policy_revision": decision.revision, "duration_ms": 0.123}  # fmt: skip
+        steps = {
+            "whole handler": run(lambda request=request: handle_media(request)),  # type: ignore[misc]
+            "  parse": lambda: gateway.parser.parse("GET", path, "", request.headers, peer="127.0.0.1"),
+            "  identify": lambda: identify(tokens, gateway.verifier, now),
+            "  lookup": run(lambda: gateway.store.get(access.asset_id)),
+            "  decide": lambda: decide(access, who, record, gateway.policy.policy, now),
+            "  respond": lambda: gateway.responder.respond(decision, access, _origin, who, tokens, record, now),
+            "  log": lambda: log_access(fields),
+            "floor handler (constant Response)": run(lambda: floor_handler(request)),
+        }
+        lines.append(f"{name}:")
+        for label, function in steps.items():
+            lines.append(f"  {label:36} {timed(function, number):7.2f} µs")
+    del loop
+    return lines
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,457 @@
+"""`make bench`: the gateway measured side by side with the framework floor, in one run.
+
+Every row is a ratio to a floor measured minutes apart on the same machine, so a busy machine moves
+both and the ratio stays meaningful. Servers run as subprocesses pinned to one CPU, wrk (and Redis,
+nginx) to another; all traffic stays on 127.0.0.1.
+
+    python -m bench.run [--seconds 6] [--warmup 2] [--only floor,public,...] [--json FILE]
+    python -m bench.run --only public --baseline /tmp/tree-before   # A/B: a lever on and off
+
+`--baseline DIR` names a copy of the tree (a directory holding `gateway/`) taken before a change:
+each gateway row then runs twice, the copy right after the current tree, so both see the same load.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import redis
+
+from bench import fixtures
+from bench.load import Result, run_wrk
+from bench.servers import (
+    Placement,
+    children,
+    find_binary,
+    free_port,
+    nginx_command,
+    pinned,
+    redis_command,
+    rss_bytes,
+    running,
+)
+
+PYTHON = sys.executable
+COLD_ASSETS = 2048
+RSS_RECORDS = 100_000
+SCENARIOS = ("floor", "public", "restricted", "cold", "nginx", "workers", "rss")
+TARGETS = {"public": 0.60, "restricted": 0.50, "cold": 0.35}
+P99_TARGET_MS = 5.0
+
+
+@dataclass
+class Row:
+    name: str
+    result: Result | None = None
+    cpu_us: float | None = None  # server CPU time per request (user + system), all its processes
+    floor: str = "floor"  # the row this one is a ratio of
+    target: float | None = None
+    note: str = ""
+
+
+@dataclass
+class Report:
+    rows: dict[str, Row] = field(default_factory=dict)
+    rss: dict[str, float] = field(default_factory=dict)
+    placement: str = ""
+    seconds: float = 0.0
+    elapsed: float = 0.0
+
+    def add(self, key: str, row: Row) -> Row:
+        self.rows[key] = row
+        return row
+
+    def ratio(self, row: Row) -> float | None:
+        base = self.rows.get(row.floor)
+        if row.result is None or base is None or base.result is None or not base.result.rps:
+            return None
+        return row.result.rps / base.result.rps
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """utime + stime of these processes, from /proc/PID/stat."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except FileNotFoundError:
+            continue
+        total += int(fields[11]) + int(fields[12])
+    return total / ticks
+
+
+def probe(port: int, path: str, headers: dict[str, str]) -> tuple[int, dict[str, str]]:
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    try:
+        connection.request("GET", path, headers=headers)
+        response = connection.getresponse()
+        response.read()
+        return response.status, {k.lower(): v for k, v in response.getheaders()}
+    finally:
+        connection.close()
+
+
+class Bench:
+    def __init__(self, directory: Path, placement: Placement, seconds: float, warmup: float) -> None:
+        self.directory = directory
+        self.tree = fixtures.REPO  # where the gateway under test is imported from
+        self.placement = placement
+        self.seconds = seconds
+        self.warmup = warmup
+        self.env = fixtures.server_env(directory)
+        self.identity = fixtures.make_identity(directory)
+        self.redis_url = ""
+
+    @contextmanager
+    def redis(self) -> Iterator[redis.Redis]:
+        port = free_port()
+        data = self.directory / "redis"
+        data.mkdir(exist_ok=True)
+        with running(redis_command(port, data, self.placement.load), port=port):
+            self.redis_url = f"redis://127.0.0.1:{port}/0"
+            client = redis.Redis(port=port)
+            try:
+                yield client
+            finally:
+                client.close()
+
+    @contextmanager
+    def gateway(
+        self, name: str, *, cache_ttl: int = 300, workers: int = 1, cpus: str | None = None
+    ) -> Iterator[tuple[int, list[int]]]:
+        """`asset-gateway serve` itself (the production entry); yields its port and server pids."""
+        port = free_port()
+        config = fixtures.write_config(
+            self.directory, name, port=port, admin_port=free_port(), redis_url=self.redis_url,
+            identity=self.identity, cache_ttl=cache_ttl,
+        )  # fmt: skip
+        command = [PYTHON, "-m", "gateway", "serve", "--config", str(config), "--workers", str(workers)]
+        log = self.directory / f"{name}.log"
+        env = {**self.env, "PYTHONPATH": str(self.tree)}
+        with running(pinned(cpus, command), port=port, env=env, log=log, cwd=str(self.tree)) as proc:
+            time.sleep(0.3 if workers == 1 else 1.0)  # let every worker bind before load arrives
+            pids = children(proc.pid) if workers > 1 else [proc.pid]
+            yield port, pids or [proc.pid]
+
+    @contextmanager
+    def floor(self, location: str) -> Iterator[tuple[int, list[int]]]:
+        port = free_port()
+        command = pinned(self.placement.server, [PYTHON, "-m", "bench.floor", "--port", str(port),
+                                                  "--location", location])  # fmt: skip
+        with running(command, port=port, env=self.env, cwd=str(fixtures.REPO)) as proc:
+            yield port, [proc.pid]
+
+    def measure(
+        self,
+        port: int,
+        pids: list[int],
+        *,
+        path: str = "/",
+        headers: dict[str, str] | None = None,
+        paths: list[str] | None = None,
+        load_cpus: str | None | bool = True,
+    ) -> tuple[Result, float]:
+        """Warm up, then one measured wrk run; also the server's CPU time per request."""
+        cpus = self.placement.load if load_cpus is True else (load_cpus or None)
+        url = f"http://127.0.0.1:{port}{path}"
+        common = {"directory": self.directory, "cpus": cpus, "headers": headers, "paths": paths}
+        run_wrk(url, seconds=self.warmup, **common)  # type: ignore[arg-type]
+        before = cpu_seconds(pids)
+        result = run_wrk(url, seconds=self.seconds, **common)  # type: ignore[arg-type]
+        used = cpu_seconds(pids) - before
+        return result, (used / result.requests * 1e6) if result.requests else 0.0
+
+
+def expect(port: int, path: str, headers: dict[str, str], status: int, what: str) -> dict[str, str]:
+    got, answer = probe(port, path, headers)
+    if got != status:
+        raise RuntimeError(f"{what}: expected {status}, got {got} ({answer})")
+    return answer
+
+
+def sample_location() -> str:
+    """A presigned URL as long as the gateway's, for the floor's constant answer."""
+    from botocore.credentials import Credentials
+
+    from gateway.presign import Presigner
+    from gateway.settings import S3Settings
+
+    rec = fixtures.record(fixtures.PUBLIC_ID)
+    presigner = Presigner(S3Settings(bucket="assets", region="eu-west-2"),
+                          Credentials("AKIABENCHMARKEXAMPLE", "bench-secret"))  # fmt: skip
+    return presigner.presign(method="GET", object_key=rec.object_key, filename=rec.filename,
+                             content_type=rec.content_type)  # fmt: skip
+
+
+def run(args: argparse.Namespace) -> Report:
+    started = time.monotonic()
+    wanted = set(args.only.split(",")) if args.only else set(SCENARIOS)
+    placement = Placement.detect()
+    report = Report(placement=placement.describe(), seconds=args.seconds)
+    live = {"Host": fixtures.LIVE_HOST}
+    bearer = {**live, "Authorization": f"Bearer {{token}}"}
+    public_path = fixtures.asset_path(fixtures.PUBLIC_ID)
+    restricted_path = fixtures.asset_path(fixtures.RESTRICTED_ID)
+    cold_paths = [fixtures.asset_path(fixtures.cold_id(n)) for n in range(COLD_ASSETS)]
+
+    with tempfile.TemporaryDirectory(prefix="gateway-bench-") as tmp, ExitStack() as stack:
+        directory = Path(tmp)
+        bench = Bench(directory, placement, args.seconds, args.warmup)
+        bearer["Authorization"] = f"Bearer {bench.identity.user_token}"
+        client = stack.enter_context(bench.redis())
+        fixtures.seed(client, [fixtures.PUBLIC_ID])
+        fixtures.seed(client, [fixtures.RESTRICTED_ID], users=(fixtures.USER,))
+        fixtures.seed(client, [fixtures.cold_id(n) for n in range(COLD_ASSETS)])
+        say = print if not args.quiet else (lambda *a, **k: None)
+
+        # Every ratio needs the floor, so it always runs.
+        say("floor: bare aiohttp constant 302 ...", flush=True)
+        with bench.floor(sample_location()) as (port, pids):
+            expect(port, public_path, live, 302, "floor")
+            result, cpu = bench.measure(port, pids, path=public_path, headers=live)
+            report.add("floor", Row("aiohttp floor (constant 302)", result, cpu, floor="floor"))
+
+        trees = [("", fixtures.REPO)]
+        if args.baseline:
+            trees.append((" [baseline]", Path(args.baseline).resolve()))
+        if wanted & {"public", "restricted", "nginx"}:
+            for label, tree in trees:
+                bench.tree = tree
+                key = "" if not label else "_baseline"
+                with bench.gateway("warm", cpus=placement.server) as (port, pids):
+                    answer = expect(port, public_path, live, 302, "warm public")
+                    if "X-Amz-Signature=" not in answer.get("location", ""):
+                        raise RuntimeError(f"warm public: not a presigned redirect: {answer}")
+                    expect(port, restricted_path, bearer, 302, "warm restricted with token")
+                    expect(port, restricted_path, live, 404, "warm restricted without token")
+                    if "public" in wanted:
+                        say(f"gateway: warm public{label} ...", flush=True)
+                        result, cpu = bench.measure(port, pids, path=public_path, headers=live)
+                        report.add(f"public{key}", Row(f"gateway warm public{label}", result, cpu,
+                                                       target=TARGETS["public"]))  # fmt: skip
+                    if "restricted" in wanted:
+                        say(f"gateway: warm restricted, RS256 user token{label} ...", flush=True)
+                        result, cpu = bench.measure(port, pids, path=restricted_path, headers=bearer)
+                        report.add(f"restricted{key}", Row(f"gateway warm restricted (RS256 token){label}",
+                                                           result, cpu, target=TARGETS["restricted"]))  # fmt: skip
+                    if "nginx" in wanted and not label:
+                        nginx_rows(bench, report, port, pids, public_path, live, say)
+
+        if "cold" in wanted:
+            for label, tree in trees:
+                bench.tree = tree
+                say(f"gateway: cold, cache off, {COLD_ASSETS} assets through Redis{label} ...", flush=True)
+                with bench.gateway("cold", cache_ttl=0, cpus=placement.server) as (port, pids):
+                    expect(port, cold_paths[0], live, 302, "cold")
+                    result, cpu = bench.measure(port, pids, path="/", headers=live, paths=cold_paths)
+                    report.add(f"cold{'_baseline' if label else ''}", Row(
+                        f"gateway cold ({COLD_ASSETS} ids, Redis read each){label}", result, cpu,
+                        target=TARGETS["cold"],
+                    ))  # fmt: skip
+        bench.tree = fixtures.REPO
+
+        if "workers" in wanted:
+            for workers in (1, 2):
+                say(f"gateway: warm public, --workers {workers}, nothing pinned ...", flush=True)
+                with bench.gateway(f"workers{workers}", workers=workers) as (port, pids):
+                    expect(port, public_path, live, 302, f"workers {workers}")
+                    result, cpu = bench.measure(port, pids, path=public_path, headers=live, load_cpus=None)
+                    report.add(f"workers{workers}", Row(
+                        f"gateway warm public, --workers {workers} (unpinned)", result, cpu,
+                        floor="workers1" if workers == 2 else "floor",
+                        note="ratio to --workers 1" if workers == 2 else "shares 2 CPUs with wrk",
+                    ))  # fmt: skip
+
+        if "rss" in wanted:
+            say(f"gateway: RSS holding {RSS_RECORDS:,} cached records ...", flush=True)
+            fixtures.seed(client, [fixtures.bulk_id(n) for n in range(RSS_RECORDS)])
+            report.rss = measure_rss(bench)
+    report.elapsed = time.monotonic() - started
+    return report
+
+
+NGINX_STATIC = """
+    server {{
+        listen 127.0.0.1:{port};
+        location / {{ return 204; }}
+    }}
+"""
+
+# What nginx/ ships does the same: the subrequest carries the original URI, method and Host; an
+# allowed answer's X-Asset-Location becomes the redirect nginx sends.
+NGINX_AUTH = """
+    upstream gateway {{
+        server 127.0.0.1:{gateway};
+        keepalive 64;
+    }}
+    server {{
+        listen 127.0.0.1:{port};
+        location /media/ {{
+            auth_request /_gateway_auth;
+            auth_request_set $asset_location $upstream_http_x_asset_location;
+            return 302 $asset_location;
+        }}
+        location = /_gateway_auth {{
+            internal;
+            proxy_pass http://gateway/auth;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_pass_request_body off;
+            proxy_set_header Content-Length "";
+            proxy_set_header Host $host;
+            proxy_set_header X-Original-URI $request_uri;
+            proxy_set_header X-Original-Method $request_method;
+        }}
+    }}
+"""
+
+
+def nginx_rows(
+    bench: Bench,
+    report: Report,
+    gateway_port: int,
+    gateway_pids: list[int],
+    path: str,
+    live: dict[str, str],
+    say: object,
+) -> None:
+    if find_binary("nginx") is None:
+        report.add("nginx_static", Row("nginx static 204", note="n/a: nginx is not installed"))
+        report.add("nginx_auth", Row("nginx auth_request -> gateway", note="n/a: nginx is not installed"))
+        return
+    assert callable(say)
+    say("nginx: static 204 ...", flush=True)
+    port = free_port()
+    command = nginx_command(bench.directory, "static", NGINX_STATIC.format(port=port), bench.placement.load)
+    with running(command, port=port):
+        expect(port, path, live, 204, "nginx static")
+        result, cpu = bench.measure(port, [], path=path, headers=live)
+    report.add("nginx_static", Row("nginx static 204", result, None, floor="nginx_static",
+                                   note="nginx on the wrk CPU"))  # fmt: skip
+    auth_headers = {**live, "X-Original-URI": path, "X-Original-Method": "GET"}
+    status, answer = probe(gateway_port, "/auth", auth_headers)
+    if status != 204 or "x-asset-location" not in answer:
+        report.add("nginx_auth", Row("nginx auth_request -> gateway",
+                                     note=f"n/a: the gateway has no /auth yet (GET /auth answered {status})"))
+        return
+    say("nginx: auth_request -> gateway ...", flush=True)
+    port = free_port()
+    body = NGINX_AUTH.format(port=port, gateway=gateway_port)
+    command = nginx_command(bench.directory, "auth", body, bench.placement.load)
+    with running(command, port=port):
+        expect(port, path, live, 302, "nginx auth_request")
+        result, cpu = bench.measure(port, gateway_pids, path=path, headers=live)
+    report.add("nginx_auth", Row("nginx auth_request -> gateway (warm public)", result, cpu,
+                                 floor="nginx_static", note="cpu: gateway only"))  # fmt: skip
+
+
+def measure_rss(bench: Bench) -> dict[str, float]:
+    """A gateway process built by `serve`'s own factory, its cache filled through the store."""
+    config = fixtures.write_config(
+        bench.directory, "rss", port=free_port(), admin_port=free_port(), redis_url=bench.redis_url,
+        identity=bench.identity, cache_ttl=3600, cache_size=RSS_RECORDS,
+    )  # fmt: skip
+    done = subprocess.run(
+        [PYTHON, "-m", "bench.rss", "--config", str(config), "--records", str(RSS_RECORDS)],
+        env=bench.env, cwd=str(fixtures.REPO), capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    if done.returncode != 0:
+        raise RuntimeError(f"bench.rss failed: {done.stderr[-2000:]}")
+    result: dict[str, float] = json.loads(done.stdout.strip().splitlines()[-1])
+    return result
+
+
+# ---- output
+
+
+def machine() -> dict[str, str]:
+    import aiohttp
+
+    model = next(
+        (line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+         if line.startswith("model name")), platform.processor() or "unknown",
+    )  # fmt: skip
+    return {
+        "cpus": str(os.cpu_count()),
+        "cpu_model": model,
+        "python": platform.python_version(),
+        "aiohttp": aiohttp.__version__,
+    }
+
+
+def table(report: Report) -> str:
+    lines = [
+        f"{'scenario':46} {'req/s':>8} {'p50 ms':>7} {'p99 ms':>7} {'ratio':>6} {'target':>7} {'cpu µs/req':>10}",
+        "-" * 98,
+    ]
+    for row in report.rows.values():
+        if row.result is None:
+            lines.append(f"{row.name:46} {row.note}")
+            continue
+        r = row.result
+        ratio = report.ratio(row)
+        verdict = ""
+        if row.target is not None and ratio is not None:
+            verdict = f"{row.target:.2f}{'✓' if ratio >= row.target else '✗'}"
+        cpu = f"{row.cpu_us:.0f}" if row.cpu_us else "-"
+        base = "" if row.floor == "floor" else f" (of {row.floor})"
+        errors = "" if r.clean else f"  ERRORS: {r.status_errors} bad statuses, {r.socket_errors} socket"
+        p99_mark = "" if r.p99_ms < P99_TARGET_MS else "!"
+        lines.append(
+            f"{row.name:46} {r.rps:8.0f} {r.p50_ms:7.2f} {r.p99_ms:6.2f}{p99_mark or ' '} "
+            f"{(f'{ratio:.2f}' if ratio is not None else '-'):>6} {verdict:>7} {cpu:>10}"
+            f"{base}{'  ' + row.note if row.note else ''}{errors}"
+        )
+    if report.rss:
+        rss = report.rss
+        lines.append(
+            f"RSS: {rss['rss_before_mb']:.0f} MB started, {rss['rss_after_mb']:.0f} MB holding "
+            f"{int(rss['records']):,} cached records (~{rss['bytes_per_record']:.0f} bytes each)"
+        )
+    lines.append(f"placement: {report.placement}; {report.seconds:g} s per row after warm-up; "
+                 f"32 connections, wrk -t1; p99 target < {P99_TARGET_MS:g} ms (! = missed)")  # fmt: skip
+    return "\n".join(lines)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seconds", type=float, default=6.0, help="measured seconds per row")
+    parser.add_argument("--warmup", type=float, default=2.0, help="discarded seconds before each row")
+    parser.add_argument("--only", help=f"comma-separated subset of {','.join(SCENARIOS)} (floor always runs)")
+    parser.add_argument("--json", help="also write the results to this file")
+    parser.add_argument("--baseline", help="a copy of the tree to measure each gateway row against (A/B)")
+    parser.add_argument("--quiet", action="store_true", help="print only the table")
+    args = parser.parse_args()
+    report = run(args)
+    info = machine()
+    print()
+    print(f"machine: {info['cpus']} CPUs, {info['cpu_model']}; Python {info['python']}, "
+          f"aiohttp {info['aiohttp']}; load average {os.getloadavg()[0]:.2f}")  # fmt: skip
+    print(table(report))
+    print(f"total {report.elapsed:.0f} s")
+    if args.json:
+        data = {
+            "machine": info,
+            "rows": {k: {**asdict(v), "ratio": report.ratio(v)} for k, v in report.rows.items()},
+            "rss": report.rss,
+            "placement": report.placement,
+        }
+        Path(args.json).write_text(json.dumps(data, indent=2, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

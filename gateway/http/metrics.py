@@ -1,0 +1,59 @@
+"""`GET /metrics` on the admin listener (no token: scrapers carry none), in Prometheus text format.
+With `--workers N` each worker publishes its counts every second and the worker that answers a scrape
+adds the others' to its own, so one scrape covers the host."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+
+from gateway.background import spawn, stop
+from gateway.http.public import GATEWAY, Gateway
+from gateway.metrics import CONTENT_TYPE, SnapshotDirectory, policy_state, render
+
+log = logging.getLogger(__name__)
+
+PUBLISH_INTERVAL = 1.0  # seconds; how stale another worker's counts may be in a scrape
+
+
+async def handle_metrics(request: web.Request) -> web.Response:
+    gateway = request.app[GATEWAY]
+    metrics = gateway.metrics
+    counts = metrics.snapshot(gateway.store)
+    workers = 1
+    if metrics.snapshots is not None:
+        others, workers = metrics.snapshots.others()
+        counts.merge(others)
+        workers += 1
+    text = render(counts, policy_state(gateway.policy), metrics.started, workers)
+    response = web.Response(body=text.encode(), headers={"Content-Type": CONTENT_TYPE})
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+async def _publish_forever(gateway: Gateway, snapshots: SnapshotDirectory) -> None:
+    while True:
+        try:
+            snapshots.publish(gateway.metrics.snapshot(gateway.store))
+        except OSError as exc:
+            log.warning("could not publish this worker's metrics to %s: %s", snapshots.directory, exc)
+        await asyncio.sleep(PUBLISH_INTERVAL)
+
+
+async def _publish(app: web.Application) -> AsyncIterator[None]:
+    gateway = app[GATEWAY]
+    snapshots = gateway.metrics.snapshots
+    if snapshots is None:
+        yield
+        return
+    task = spawn(_publish_forever(gateway, snapshots), name="metrics-publisher")
+    yield
+    await stop(task)
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_get("/metrics", handle_metrics)
+    app.cleanup_ctx.append(_publish)

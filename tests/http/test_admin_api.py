@@ -1,0 +1,355 @@
+"""Every answer of the publisher API (DESIGN 2.5) over real HTTP, against a real redis-server, with
+the public listener of the same gateway showing that accepted writes take effect at once."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import secrets
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+from aiohttp import ClientResponse, ClientSession, web
+
+from gateway.http.admin import MAX_BODY_BYTES, create_admin_app
+from gateway.http.assets_api import merge_patch
+from gateway.http.runner import GatewayRunner
+from gateway.records import record_from_dict
+from gateway.settings import Secret
+from tests.http.conftest import DRAFT, LIVE, Keys, RunningGateway, gateway_settings, start_gateway
+from tests.servers import RedisServer, S3Server, free_port
+
+ADMIN_TOKEN = "admin-" + secrets.token_hex(16)
+
+
+def body(asset_id: str, version: int = 1, **fields: Any) -> dict[str, Any]:
+    return {"id": asset_id, "version": version, "object_key": f"objects/{asset_id}",
+            "filename": "file.pdf", "content_type": "application/pdf", **fields}  # fmt: skip
+
+
+@dataclass
+class Admin:
+    url: str
+    session: ClientSession
+    public: RunningGateway
+
+    async def call(
+        self, method: str, asset_id: str, payload: Any = None, *, raw: bytes | None = None,
+        token: str | None = ADMIN_TOKEN, headers: dict[str, str] | None = None, **params: str,
+    ) -> tuple[int, Any, ClientResponse]:  # fmt: skip
+        sent = dict(headers or {})
+        if token is not None:
+            sent.setdefault("Authorization", f"Bearer {token}")
+        data = raw if raw is not None else (None if payload is None else json.dumps(payload).encode())
+        async with self.session.request(
+            method, f"{self.url}/assets/{asset_id}", data=data, headers=sent, params=params
+        ) as response:
+            text = await response.text()
+            return response.status, (json.loads(text) if text else None), response
+
+    async def stored(self, asset_id: str) -> dict[str, Any] | None:
+        status, answer, _ = await self.call("GET", asset_id)
+        assert status in (200, 404)
+        return answer if status == 200 else None
+
+
+@pytest.fixture
+async def admin(redis_url: str, s3_server: S3Server, keys: Keys) -> AsyncIterator[Admin]:
+    settings = gateway_settings(redis_url, s3_server, keys, admin={"token": Secret(ADMIN_TOKEN)})
+    runner, gateway, backend, base_url = await start_gateway(settings, s3_server)
+    admin_runner = GatewayRunner(create_admin_app(gateway))
+    await admin_runner.setup()
+    port = free_port()
+    await web.TCPSite(admin_runner, "127.0.0.1", port).start()
+    await asyncio.wait_for(gateway.invalidations.subscribed.wait(), 5)
+    async with ClientSession() as session:
+        public = RunningGateway(base_url, gateway, backend, s3_server, session)
+        yield Admin(f"http://127.0.0.1:{port}", session, public)
+    await admin_runner.cleanup()
+    await runner.cleanup()
+
+
+# ---- PUT and GET
+
+
+async def test_put_creates_then_replaces_and_get_returns_the_stored_record(admin: Admin) -> None:
+    status, created, response = await admin.call("PUT", "pub1", body("pub1", 1, draft=True))
+    assert status == 201
+    assert response.headers["Location"] == "/assets/pub1"
+    assert response.headers["Cache-Control"] == "no-store"
+    assert record_from_dict(created) == record_from_dict(body("pub1", 1, draft=True))
+    assert created["access_limited"] == {"users": [], "organisations": [], "groups": []}  # every field
+
+    again = await admin.call("PUT", "pub1", body("pub1", 1, draft=True))  # a retry: same record
+    assert again[:2] == (200, created)
+
+    status, replaced, _ = await admin.call("PUT", "pub1", body("pub1", 2, filename="new.pdf"))
+    assert status == 200
+    assert replaced["filename"] == "new.pdf"
+    assert await admin.stored("pub1") == replaced
+
+
+async def test_put_fills_the_id_from_the_path(admin: Admin) -> None:
+    payload = body("ignored")
+    del payload["id"]
+    status, answer, _ = await admin.call("PUT", "fromPath_1", payload)
+    assert status == 201
+    assert answer["id"] == "fromPath_1"
+
+
+@pytest.mark.parametrize("stale", [3, 2])
+async def test_stale_put_is_409_with_the_current_version_and_changes_nothing(
+    admin: Admin, stale: int
+) -> None:
+    await admin.call("PUT", "st1", body("st1", 3, filename="kept.pdf"))
+    status, answer, response = await admin.call("PUT", "st1", body("st1", stale, filename="lost.pdf"))
+    assert status == 409
+    assert answer == {"error": "stale_version", "current_version": 3}
+    assert response.headers["Cache-Control"] == "no-store"
+    assert (await admin.stored("st1") or {})["filename"] == "kept.pdf"
+
+
+async def test_invalid_put_names_every_bad_field_and_changes_nothing(admin: Admin) -> None:
+    await admin.call("PUT", "inv1", body("inv1", 1))
+    bad = {
+        "id": "other-id", "version": "2", "filename": "a/b.pdf", "state": "published",
+        "redirect_url": "ftp://example.org/x", "access_limited": {"users": [1], "teams": []},
+        "auth_bypass_ids": "bypass", "size": -1, "colour": "blue",
+    }  # fmt: skip
+    status, answer, _ = await admin.call("PUT", "inv1", bad)
+    assert status == 422
+    assert answer["error"] == "invalid"
+    fields = {d["field"] for d in answer["details"]}
+    assert fields == {
+        "id", "version", "object_key", "filename", "state", "redirect_url", "access_limited.users",
+        "access_limited.teams", "auth_bypass_ids", "size", "colour",
+    }  # fmt: skip
+    assert all(d["message"] for d in answer["details"])
+    assert "ftp://" not in json.dumps(answer)  # no input echoed back
+    assert (await admin.stored("inv1") or {})["version"] == 1
+
+
+async def test_invalid_path_id_is_422(admin: Admin) -> None:
+    status, answer, _ = await admin.call("PUT", "x" * 65, body("x" * 65))
+    assert status == 422
+    assert [d["field"] for d in answer["details"]] == ["id"]
+
+
+@pytest.mark.parametrize(
+    "raw", [b"{not json", b"[1, 2]", b'"a string"', b"", b"\xff\xfe", b"[" * 100_000], ids=repr
+)
+async def test_malformed_json_is_400_and_changes_nothing(admin: Admin, raw: bytes) -> None:
+    status, answer, _ = await admin.call("PUT", "mal1", raw=raw)
+    assert (status, answer) == (400, {"error": "malformed_json"})
+    status, answer, _ = await admin.call("PATCH", "mal1", raw=raw)
+    assert (status, answer) == (400, {"error": "malformed_json"})
+    assert await admin.stored("mal1") is None
+
+
+async def test_oversized_body_is_413_and_changes_nothing(admin: Admin) -> None:
+    payload = body("big1", 1, filename_history=["x" * 1000] * 300)
+    raw = json.dumps(payload).encode()
+    assert len(raw) > MAX_BODY_BYTES
+    status, answer, _ = await admin.call("PUT", "big1", raw=raw)
+    assert status == 413
+    assert answer == {"error": "too_large", "max_bytes": MAX_BODY_BYTES}
+    assert await admin.stored("big1") is None
+
+
+@pytest.mark.parametrize(
+    "authorization",
+    [None, "Bearer wrong-token", f"Basic {ADMIN_TOKEN}", f"Bearer {ADMIN_TOKEN}x", "Bearer "],
+)
+async def test_missing_or_wrong_token_is_401_and_changes_nothing(
+    admin: Admin, authorization: str | None
+) -> None:
+    await admin.call("PUT", "auth1", body("auth1", 1, draft=True))
+    headers = {} if authorization is None else {"Authorization": authorization}
+    attempts = [
+        ("PUT", body("auth1", 5, draft=False), {}),
+        ("PATCH", {"version": 5, "draft": False}, {}),
+        ("DELETE", None, {"version": "5"}),
+        ("GET", None, {}),
+        ("PUT", body("auth2", 1), {}),
+    ]
+    for method, payload, params in attempts:
+        asset_id = "auth2" if payload and payload.get("id") == "auth2" else "auth1"
+        status, answer, response = await admin.call(
+            method, asset_id, payload, token=None, headers=headers, **params
+        )
+        assert (status, answer) == (401, {"error": "unauthorized"}), method
+        assert response.headers["WWW-Authenticate"].startswith("Bearer")
+    stored = await admin.stored("auth1")
+    assert stored is not None
+    assert (stored["version"], stored["draft"], stored["deleted"]) == (1, True, False)
+    assert await admin.stored("auth2") is None
+
+
+async def test_unknown_ids_are_404(admin: Admin) -> None:
+    assert (await admin.call("GET", "nosuch"))[:2] == (404, {"error": "not_found"})
+    assert (await admin.call("GET", "bad id!"))[:2] == (404, {"error": "not_found"})
+    assert (await admin.call("PATCH", "nosuch", {"version": 2}))[:2] == (404, {"error": "not_found"})
+    assert (await admin.call("DELETE", "nosuch", version="2"))[:2] == (404, {"error": "not_found"})
+    assert await admin.stored("nosuch") is None
+
+
+# ---- PATCH
+
+
+async def test_patch_merges_onto_the_stored_record(admin: Admin) -> None:
+    await admin.call(
+        "PUT", "pat1",
+        body("pat1", 1, draft=True, redirect_url="https://example.org/old",
+             access_limited={"users": ["u1"], "organisations": ["o1"], "groups": []}),
+    )  # fmt: skip
+    patch = {"version": 2, "draft": False, "redirect_url": None, "access_limited": {"users": ["u2"]}}
+    status, answer, _ = await admin.call("PATCH", "pat1", patch)
+    assert status == 200
+    assert answer["draft"] is False
+    assert answer["redirect_url"] is None  # null resets to the default
+    assert answer["access_limited"] == {"users": ["u2"], "organisations": ["o1"], "groups": []}
+    assert answer["filename"] == "file.pdf"  # untouched fields are kept
+    assert await admin.stored("pat1") == answer
+
+
+async def test_patch_rules(admin: Admin) -> None:
+    await admin.call("PUT", "pat2", body("pat2", 4))
+    status, answer, _ = await admin.call("PATCH", "pat2", {"draft": True})
+    assert status == 422
+    assert [d["field"] for d in answer["details"]] == ["version"]
+    status, answer, _ = await admin.call("PATCH", "pat2", {"version": 4, "draft": True})
+    assert (status, answer) == (409, {"error": "stale_version", "current_version": 4})
+    status, answer, _ = await admin.call("PATCH", "pat2", {"version": 5, "state": "nope", "size": "big"})
+    assert status == 422
+    assert {d["field"] for d in answer["details"]} == {"state", "size"}
+    status, answer, _ = await admin.call("PATCH", "pat2", {"version": 5, "id": "other"})
+    assert status == 422
+    assert [d["field"] for d in answer["details"]] == ["id"]
+    assert (await admin.stored("pat2") or {})["version"] == 4
+
+
+async def test_concurrent_patches_never_lose_an_accepted_change(admin: Admin) -> None:
+    """Two PATCHes racing on the same record: if both are accepted, the newer one was applied on
+    top of the older one (the store's base-version check made it re-read), never beside it."""
+    ids = [f"race{n}" for n in range(20)]
+    for asset_id in ids:
+        await admin.call("PUT", asset_id, body(asset_id, 1))
+
+    async def race(asset_id: str) -> tuple[int, int]:
+        (first, _, _), (second, _, _) = await asyncio.gather(
+            admin.call("PATCH", asset_id, {"version": 2, "draft": True}),
+            admin.call("PATCH", asset_id, {"version": 3, "filename": "three.pdf"}),
+        )
+        return first, second
+
+    outcomes = await asyncio.gather(*(race(asset_id) for asset_id in ids))
+    for asset_id, (first, second) in zip(ids, outcomes, strict=True):
+        stored = await admin.stored(asset_id)
+        assert stored is not None
+        assert second == 200 and stored["version"] == 3 and stored["filename"] == "three.pdf"
+        assert first in (200, 409)
+        if first == 200:  # v2 landed before v3 was written, so v3 carries its change too
+            assert stored["draft"] is True
+
+
+# ---- DELETE
+
+
+async def test_delete_is_a_new_version_marked_deleted(admin: Admin) -> None:
+    await admin.call("PUT", "del1", body("del1", 1))
+    assert (await admin.public.get("/media/del1/file.pdf")).status == 302  # now cached
+    status, answer, _ = await admin.call("DELETE", "del1", version="2")
+    assert status == 200
+    assert (answer["version"], answer["deleted"], answer["object_key"]) == (2, True, "objects/del1")
+    assert (await admin.public.get("/media/del1/file.pdf")).status == 410
+    assert (await admin.call("DELETE", "del1", version="2"))[:2] == (200, answer)  # repeated: done
+    status, answer, _ = await admin.call("DELETE", "del1", version="1")
+    assert (status, answer) == (409, {"error": "stale_version", "current_version": 2})
+
+
+@pytest.mark.parametrize("version", [None, "", "two", "-1", "0", "1.5", str(2**63)])
+async def test_delete_needs_a_valid_version(admin: Admin, version: str | None) -> None:
+    await admin.call("PUT", "del2", body("del2", 1))
+    params = {} if version is None else {"version": version}
+    status, answer, _ = await admin.call("DELETE", "del2", **params)
+    assert status == 422
+    assert [d["field"] for d in answer["details"]] == ["version"]
+    assert (await admin.stored("del2") or {})["deleted"] is False
+
+
+# ---- concurrency and effect on the public listener
+
+
+async def test_concurrent_writers_to_one_id_leave_the_highest_version(admin: Admin) -> None:
+    versions = list(range(1, 41))
+    random.Random(11).shuffle(versions)
+    results = await asyncio.gather(
+        *(admin.call("PUT", "hot1", body("hot1", v, filename=f"v{v}.pdf")) for v in versions)
+    )
+    statuses = [status for status, _, _ in results]
+    assert set(statuses) <= {200, 201, 409}
+    assert statuses.count(201) == 1
+    for (status, answer, _), version in zip(results, versions, strict=True):
+        if status == 409:
+            assert answer["current_version"] >= version
+    stored = await admin.stored("hot1")
+    assert stored is not None
+    assert (stored["version"], stored["filename"]) == (40, "v40.pdf")
+
+
+async def test_publishing_a_draft_takes_effect_at_once(admin: Admin) -> None:
+    await admin.public.put(id="drf1", filename="plan.pdf", draft=True)
+    before = await admin.public.get("/media/drf1/plan.pdf")
+    assert before.status == 302
+    assert before.headers["Location"].startswith(f"http://{DRAFT}/")  # cached: a draft
+    status, _, _ = await admin.call("PATCH", "drf1", {"version": 2, "draft": False})
+    assert status == 200
+    after = await admin.public.get("/media/drf1/plan.pdf")
+    assert after.status == 302
+    assert after.headers["Location"].startswith(admin.public.s3.endpoint_url)
+
+
+async def test_publishing_the_end_of_a_chain_redirects_its_start_at_once(admin: Admin) -> None:
+    await admin.public.put(id="chainA", filename="a.pdf", replacement_id="chainB")
+    await admin.public.put(id="chainB", filename="b.pdf", draft=True)
+    assert (await admin.public.get("/media/chainA/a.pdf")).status == 302  # B not live: A served
+    assert (await admin.call("PATCH", "chainB", {"version": 2, "draft": False}))[0] == 200
+    response = await admin.public.get("/media/chainA/a.pdf")
+    assert response.status == 301
+    assert response.headers["Location"] == f"http://{LIVE}/media/chainB/b.pdf"
+
+
+async def test_store_outage_is_503_then_recovers(admin: Admin, redis_server: RedisServer) -> None:
+    redis_server.stop()
+    try:
+        status, answer, response = await admin.call("PUT", "down1", body("down1"))
+        assert (status, answer) == (503, {"error": "store_unavailable"})
+        assert response.headers["Retry-After"] == "1"
+        assert (await admin.call("GET", "down1"))[:2] == (503, {"error": "store_unavailable"})
+        async with admin.session.get(f"{admin.url}/readyz") as ready:
+            assert ready.status == 503
+            assert (await ready.json())["checks"]["state"] == "unreachable"
+    finally:
+        redis_server.start()
+    assert (await admin.call("PUT", "down1", body("down1")))[0] == 201
+
+
+# ---- merge patch, as a pure function
+
+
+@pytest.mark.parametrize(
+    ("target", "patch", "expected"),
+    [
+        ({"a": 1, "b": 2}, {"a": 3}, {"a": 3, "b": 2}),
+        ({"a": 1, "b": 2}, {"a": None}, {"b": 2}),
+        ({"o": {"x": 1, "y": 2}}, {"o": {"y": None, "z": 3}}, {"o": {"x": 1, "z": 3}}),
+        ({"o": {"x": 1}}, {"o": [1]}, {"o": [1]}),
+        ({"l": [1, 2]}, {"l": [3]}, {"l": [3]}),
+        ({"o": 1}, {"o": {"a": None, "b": 1}}, {"o": {"b": 1}}),
+    ],
+)
+def test_merge_patch(target: dict[str, Any], patch: dict[str, Any], expected: dict[str, Any]) -> None:
+    assert merge_patch(target, patch) == expected
