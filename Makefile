@@ -33,7 +33,9 @@ servers:
 test: lint servers
 	$(BIN)/pytest
 
+# The gateway against the bare-aiohttp floor (and nginx against a static 204): docs/benchmarks.md.
 bench: $(STAMP) servers
+	@scripts/ensure-bench-tools.sh
 	$(BIN)/python -m bench.run
 
 clean:

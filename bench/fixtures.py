@@ -15,8 +15,8 @@ import redis
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from gateway.records import record_to_dict
 from gateway.models import AccessList, AssetRecord
+from gateway.records import record_to_dict
 from gateway.settings import Secret, TokenKey
 from gateway.state.redis import asset_key
 from gateway.tokens import mint_token
@@ -107,6 +107,7 @@ def write_config(
     identity: Identity,
     cache_ttl: int = 300,
     cache_size: int = 100_000,
+    endpoint_url: str = "",
 ) -> Path:
     path = directory / f"{name}.toml"
     path.write_text(
@@ -134,6 +135,7 @@ cache_size = {cache_size}
 [s3]
 bucket = "assets"
 region = "eu-west-2"
+endpoint_url = "{endpoint_url}"
 presign_ttl = 300
 
 [tokens]
@@ -152,7 +154,7 @@ alg = "HS256"
 secret = "{secrets.token_urlsafe(32)}"
 
 [policies]
-dir = "{REPO / 'policies'}"
+dir = "{REPO / "policies"}"
 """
     )
     return path
@@ -164,7 +166,7 @@ def server_env(directory: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "GATEWAY_"))}
     env.update(
         AWS_ACCESS_KEY_ID="AKIABENCHMARKEXAMPLE",
-        AWS_SECRET_ACCESS_KEY="bench/secret/key/not/used/for/anything/real",
+        AWS_SECRET_ACCESS_KEY="bench/secret/key/not/used/for/anything/real",  # noqa: S106
         AWS_CONFIG_FILE=str(directory / "aws-config"),
         AWS_SHARED_CREDENTIALS_FILE=str(directory / "aws-credentials"),
         AWS_EC2_METADATA_DISABLED="true",

@@ -63,7 +63,7 @@ class Result:
 def wrk_binary() -> str:
     binary = find_binary("wrk")
     if binary is None:
-        raise SystemExit("bench: wrk is not installed (make bench installs it: scripts/ensure-bench-tools.sh)")
+        raise SystemExit("bench: wrk is not installed (make bench installs it)")
     return binary
 
 
@@ -102,4 +102,5 @@ def run_wrk(
                 p99_ms=data["p99_us"] / 1000,
                 max_ms=data["max_us"] / 1000,
             )
-    raise RuntimeError(f"wrk gave no report (exit {done.returncode}): {done.stdout[-500:]} {done.stderr[-500:]}")
+    output = f"{done.stdout[-500:]} {done.stderr[-500:]}"
+    raise RuntimeError(f"wrk gave no report (exit {done.returncode}): {output}")

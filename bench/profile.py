@@ -71,7 +71,8 @@ def summarise(raw: Path, top: int = 25) -> str:
     lines = [f"{total} samples of a busy process", "", "inclusive share, by pipeline step:"]
     for label, _ in STEPS:
         lines.append(f"  {label:30} {100 * steps[label] / total:5.1f}%")
-    lines.append(f"  {'everything else (event loop, aiohttp)':30} {100 - 100 * steps[STEPS[0][0]] / total:5.1f}%")
+    outside = 100 - 100 * steps[STEPS[0][0]] / total
+    lines.append(f"  {'everything else (event loop, aiohttp)':30} {outside:5.1f}%")
     lines += ["", f"self time, top {top} functions:"]
     lines += [f"  {100 * n / total:5.1f}%  {name}" for name, n in self_time.most_common(top)]
     lines += ["", f"inclusive time, top {top} functions below the handler:"]
@@ -92,12 +93,13 @@ def _short(frame: str) -> str:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--scenario", choices=("public", "restricted", "cold"), default="public")
     parser.add_argument("--seconds", type=float, default=8.0)
     parser.add_argument("--rate", type=int, default=250, help="py-spy samples per second")
     parser.add_argument("--raw", help="keep the collapsed stacks here")
-    parser.add_argument("--native", action="store_true", help="include C frames (slower sampling)")
     args = parser.parse_args()
     binary = py_spy()
     placement = Placement.detect()
@@ -122,7 +124,7 @@ def main() -> int:
                 raw = Path(args.raw) if args.raw else directory / "stacks.txt"
                 sampler = subprocess.Popen(
                     [binary, "record", "--pid", str(pids[0]), "--rate", str(args.rate), "--format", "raw",
-                     "--duration", str(int(args.seconds)), "--output", str(raw), "--nonblocking", *(["--native"] if args.native else [])],
+                     "--duration", str(int(args.seconds)), "--output", str(raw), "--nonblocking"],
                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                 )  # fmt: skip
                 time.sleep(0.5)
@@ -130,7 +132,7 @@ def main() -> int:
                 _, errors = sampler.communicate(timeout=args.seconds + 30)
                 if not raw.exists():
                     raise SystemExit(f"bench.profile: py-spy wrote nothing: {errors[-1000:]}")
-                print(f"{args.scenario}: {result.rps:.0f} req/s, {cpu:.0f} µs CPU per request (while sampled)")
+                print(f"{args.scenario}: {result.rps:.0f} req/s, {cpu:.0f} µs CPU per request while sampled")
                 print(summarise(raw))
     return 0
 

@@ -158,4 +158,5 @@ def nginx_command(directory: Path, name: str, body: str, cpus: str | None) -> li
         raise FileNotFoundError("nginx")
     conf = directory / f"{name}.conf"
     conf.write_text(NGINX_MAIN.format(dir=directory, body=body))
-    return pinned(cpus, [binary, "-p", str(directory), "-c", str(conf), "-e", str(directory / "nginx-error.log")])
+    error_log = str(directory / "nginx-error.log")
+    return pinned(cpus, [binary, "-p", str(directory), "-c", str(conf), "-e", error_log])

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import secrets
@@ -15,20 +16,24 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 from aiohttp import web
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from gateway.app import build_gateway, create_public_app
+from gateway.http.admin import create_admin_app
+from gateway.http.public import GATEWAY
 from gateway.http.runner import GatewayRunner
 from gateway.models import AccessList, AssetRecord
 from gateway.observability import configure_logging
 from gateway.policy.reload import CurrentPolicy
 from gateway.presign import Presigner, credentials_from_chain
+from gateway.records import record_to_dict
 from gateway.runtime import install_stop_signals, run_async
 from gateway.settings import (
+    AdminSettings,
     HostsSettings,
     LoginSettings,
     PoliciesSettings,
@@ -46,7 +51,7 @@ from gateway.tokens import mint_token
 LIVE_HOST = "assets.localhost"
 DRAFT_HOST = "draft-assets.localhost"
 BUCKET = "demo-assets"
-REGION = "eu-west-2"
+REGION: Final = "eu-west-2"  # Final: a Literal, as boto3-stubs want for LocationConstraint
 LOGIN_URL = "https://signon.example.org/login"
 BYPASS_ID = "bypass-5f2e"
 DEFAULT_POLICIES = Path(__file__).resolve().parent.parent / "policies"
@@ -180,7 +185,9 @@ class Demo:
     files: list[DemoFile]
 
 
-def build_demo(port: int, s3_endpoint: str, policies_dir: Path = DEFAULT_POLICIES) -> Demo:
+def build_demo(
+    port: int, s3_endpoint: str, policies_dir: Path = DEFAULT_POLICIES, *, admin_port: int = 9090
+) -> Demo:
     """Settings, keys, records and example requests for a demo served on `port`."""
     user_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     private_pem = user_key.private_bytes(
@@ -195,6 +202,7 @@ def build_demo(port: int, s3_endpoint: str, policies_dir: Path = DEFAULT_POLICIE
     preview = TokenKey(use="preview", alg="HS256", secret=Secret(secrets.token_urlsafe(32)))
     settings = Settings(
         server=ServerSettings(host="127.0.0.1", port=port),
+        admin=AdminSettings(host="127.0.0.1", port=admin_port, token=Secret(secrets.token_urlsafe(24))),
         hosts=HostsSettings(live=(LIVE_HOST,), draft=(DRAFT_HOST,)),
         state=StateSettings(url=Secret("memory://"), cache_ttl=30, cache_size=10_000),
         s3=S3Settings(bucket=BUCKET, region=REGION, endpoint_url=s3_endpoint, presign_ttl=300),
@@ -271,7 +279,30 @@ asset-gateway demo: http://{LIVE_HOST}:{port} (live) and http://{DRAFT_HOST}:{po
     for number, case in enumerate(demo.cases, 1):
         print(f"{number:2}. {case.title}  →  {case.expect}")
         print(f"    {case.curl(port, demo.tokens)}")
+    admin = demo.settings.admin
+    print(
+        f"\nAdmin API on http://127.0.0.1:{admin.port} (what publishing systems call; writes reach the cache at once):"
+    )
+    print(f"export ADMIN='{admin.token.reveal()}'")
+    for title, line in admin_examples(demo):
+        print(f"  {title}\n    {line}")
     print("\nOne JSON access-log line per request follows below. Ctrl-C stops the demo.\n", flush=True)
+
+
+def admin_examples(demo: Demo) -> list[tuple[str, str]]:
+    """curl lines for the admin API: read the draft, publish it with a PUT of version 2, then see the
+    live host serve it at once (the same request gave a redirect to the draft host before)."""
+    draft = next(f.record for f in demo.files if f.record.id == "d7a9f0")
+    published = json.dumps({**record_to_dict(draft), "version": draft.version + 1, "draft": False})
+    base = f"http://127.0.0.1:{demo.settings.admin.port}/assets/{draft.id}"
+    auth = '-H "Authorization: Bearer $ADMIN"'
+    live = f"http://{LIVE_HOST}:{demo.settings.server.port}/media/{draft.id}/{draft.filename}"
+    return [
+        ("read the draft's record", f"curl -s {auth} {base}"),
+        ("publish it (PUT the whole record, version 2; PATCH takes just the changed fields)",
+         f"curl -s -X PUT {auth} -H 'Content-Type: application/json' -d '{published}' {base}"),
+        ("the live host now serves it: 302 to S3", f'curl -si "{live}"'),
+    ]  # fmt: skip
 
 
 def run_demo(port: int = 8080, admin_port: int = 9090) -> int:
@@ -279,7 +310,7 @@ def run_demo(port: int = 8080, admin_port: int = 9090) -> int:
     logging.getLogger("werkzeug").setLevel(logging.WARNING)  # moto's own request log
     logging.getLogger("botocore").setLevel(logging.WARNING)
     with embedded_s3() as endpoint:
-        demo = build_demo(port, endpoint)
+        demo = build_demo(port, endpoint, admin_port=admin_port)
         upload_demo_files(endpoint, demo.files)
         return run_async(_serve_demo(demo, port))
 
@@ -298,11 +329,22 @@ async def start_demo_app(demo: Demo, port: int) -> web.AppRunner:
     return runner
 
 
+async def start_demo_admin(runner: web.AppRunner) -> web.AppRunner:
+    """The admin listener for the gateway `runner` serves (token: the demo settings' admin.token)."""
+    admin = GatewayRunner(create_admin_app(runner.app[GATEWAY]))
+    await admin.setup()
+    settings = runner.app[GATEWAY].settings.admin
+    await web.TCPSite(admin, settings.host, settings.port).start()
+    return admin
+
+
 async def _serve_demo(demo: Demo, port: int) -> int:
     runner = await start_demo_app(demo, port)
+    admin = await start_demo_admin(runner)
     print_guide(demo, port)
     stop = asyncio.Event()
     install_stop_signals(stop)
     await stop.wait()
+    await admin.cleanup()
     await runner.cleanup()
     return 0

@@ -187,7 +187,7 @@ class Importer:
         outcomes = await task
         for delay in self.retry_delays:
             retry = [i for i, outcome in enumerate(outcomes) if isinstance(outcome, StoreUnavailable)]
-            if not retry:
+            if not retry or self.stop.is_set():  # asked to stop: do not wait out the retries
                 break
             await asyncio.sleep(delay)
             again = await self.store.put_many([batch.records[i] for i in retry])

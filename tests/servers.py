@@ -157,8 +157,9 @@ def _cluster_ready(ports: list[int]) -> bool:
 
 
 @contextmanager
-def run_redis_cluster(nodes: int = 3, timeout: float = 20.0) -> Iterator[RedisCluster]:
-    """`nodes` redis-server processes with --cluster-enabled, joined with `redis-cli --cluster create`.
+def run_redis_cluster(nodes: int = 3, *extra: str, timeout: float = 20.0) -> Iterator[RedisCluster]:
+    """`nodes` redis-server processes with --cluster-enabled, joined with `redis-cli --cluster create`;
+    `extra` options go to every node.
 
     Each node's cluster bus port is picked free too: the default (port + 10000) may not exist.
     """
@@ -172,7 +173,7 @@ def run_redis_cluster(nodes: int = 3, timeout: float = 20.0) -> Iterator[RedisCl
                 node_dir.mkdir()
                 options = ["--cluster-enabled", "yes", "--cluster-config-file", str(node_dir / "nodes.conf"),
                            "--cluster-port", str(free_port()), "--cluster-node-timeout", "2000"]  # fmt: skip
-                processes.append(_spawn_redis(port, str(node_dir), *options))
+                processes.append(_spawn_redis(port, str(node_dir), *options, *extra))
             for port in ports:
                 wait_for_port(port)
             subprocess.run(

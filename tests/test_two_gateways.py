@@ -188,16 +188,20 @@ async def test_publish_to_visible_latency_over_200_writes(
     assert await admin_put(client, one, record("lat1", 1, filename="v1.pdf")) == 201
     assert (await fetch(client, two, "/media/lat1/v1.pdf"))[0] == 302
     latencies = []
+    first_try = 0  # writes the other gateway already served on the first request after the PUT
     for version in range(2, 202):
         assert await admin_put(client, one, record("lat1", version, filename=f"v{version}.pdf")) == 200
         acknowledged = time.perf_counter()
         path = f"/media/lat1/v{version}.pdf"
+        tries = 1
         while (await fetch(client, two, path))[0] != 302:
             assert time.perf_counter() - acknowledged < 1.0, f"write {version} not visible after 1 s"
+            tries += 1
+        first_try += tries == 1
         latencies.append((time.perf_counter() - acknowledged) * 1000)
     quantiles = statistics.quantiles(latencies, n=100)
     summary = {"writes": len(latencies), "p50_ms": round(quantiles[49], 2), "p99_ms": round(quantiles[98], 2),
-               "max_ms": round(max(latencies), 2)}  # fmt: skip
+               "max_ms": round(max(latencies), 2), "visible_on_first_request": first_try}  # fmt: skip
     print(f"\npublish->visible latency across processes: {json.dumps(summary)}")
     assert len(latencies) == 200
 

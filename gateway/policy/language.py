@@ -180,12 +180,13 @@ _OUTCOME_STATUS = {
 DENY_STATUSES = (403, 404, 410)
 SERVE_OPTIONS = ("disposition", "presign_ttl", "private")
 
-_constructor = yaml.SafeLoader("")
-
 
 def node_value(node: yaml.Node) -> Any:
-    """The plain Python value of a YAML node (lines are read from the node itself)."""
-    return _constructor.construct_object(node, deep=True)
+    """The plain Python value of a YAML node (lines are read from the node itself).
+
+    A fresh constructor each time: one kept for the process would remember every node it ever
+    built, and a hot-reloading process parses policies for as long as it runs."""
+    return yaml.SafeLoader("").construct_object(node, deep=True)
 
 
 def line_of(node: yaml.Node) -> int:

@@ -7,7 +7,7 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 import redis.asyncio
-from redis.asyncio.cluster import RedisCluster
+from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel
 from redis.backoff import ExponentialBackoff
@@ -43,7 +43,8 @@ def open_store(url: str) -> BulkAssetStore:
     memory://                                      in-process (demo, tests)
     redis://, rediss://, unix://                   one Redis node
     redis+sentinel://h:p,h:p/service_name[/db]     the master Sentinel names for service_name
-    redis+cluster://h:p, rediss+cluster://h:p      Redis Cluster, discovered from that node
+    redis+cluster://h:p[,h:p...], rediss+cluster://  Redis Cluster, discovered from the first of
+                                                   those nodes that answers
 
     A `user:password@` in a sentinel URL authenticates to the master, not to the Sentinels.
     """
@@ -56,8 +57,8 @@ def open_store(url: str) -> BulkAssetStore:
         sentinel, master = _sentinel_master(url)
         return RedisAssetStore(master, also_close=sentinel.sentinels)
     if scheme in ("redis+cluster", "rediss+cluster"):
-        plain = scheme.removesuffix("+cluster") + url[len(scheme) :]
-        return RedisAssetStore(RedisCluster.from_url(plain, **connection_options()))
+        plain, seeds = _cluster_seeds(scheme.removesuffix("+cluster") + url[len(scheme) :])
+        return RedisAssetStore(RedisCluster.from_url(plain, startup_nodes=seeds, **connection_options()))
     raise ValueError(f"state url must start with one of {', '.join(s + '://' for s in SCHEMES)}")
 
 
@@ -86,13 +87,23 @@ def _sentinel_master(url: str) -> tuple[Sentinel, RedisClient]:
     return sentinel, master
 
 
-def _host_port(item: str, url: str) -> tuple[str, int]:
+def _cluster_seeds(url: str) -> tuple[str, list[ClusterNode]]:
+    """More than one node may be listed, so the gateway can start while any one of them is down:
+    the URL keeps the first (with the credentials and options), the rest become startup nodes."""
+    parts = urlsplit(url)
+    userinfo, at, hostlist = parts.netloc.rpartition("@")
+    first, *others = hostlist.split(",")
+    seeds = [ClusterNode(*_host_port(item, url, default_port=6379)) for item in others if item]
+    return parts._replace(netloc=f"{userinfo}{at}{first}").geturl(), seeds
+
+
+def _host_port(item: str, url: str, default_port: int = SENTINEL_PORT) -> tuple[str, int]:
     if item.startswith("["):  # [IPv6]:port
         host, _, rest = item[1:].partition("]")
         port = rest.removeprefix(":")
     else:
         host, _, port = item.partition(":")
-    port = port or str(SENTINEL_PORT)
+    port = port or str(default_port)
     if not host or not port.isdigit():
-        raise ValueError(f"bad sentinel address {item!r} in {url}")
+        raise ValueError(f"bad redis address {item!r} in {url}")
     return host, int(port)

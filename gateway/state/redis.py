@@ -113,16 +113,65 @@ class RedisAssetStore:
         # many concurrent NOSCRIPT calls, loses connections and resends commands.
         self._script_loaded = False
         self.reads = 0
+        # Reads asked for in one event-loop turn, sent together (see `_read`).
+        self._batch: dict[str, list[asyncio.Future[Any]]] | None = None
+        self._reading: set[asyncio.Task[None]] = set()
 
     async def get(self, asset_id: str) -> AssetRecord | None:
         self.reads += 1
-        try:
-            raw = await self.client.hget(asset_key(asset_id), "record")
-        except UNAVAILABLE as exc:
-            raise unavailable("get", exc) from exc
+        raw = await self._read(asset_id)
         if raw is None:
             return None
         return record_from_dict(json.loads(raw))
+
+    def _read(self, asset_id: str) -> asyncio.Future[Any]:
+        """The stored JSON of one record (None when there is none); raises StoreUnavailable.
+
+        Every read asked for in the same event-loop turn goes to Redis in one pipeline: redis-py
+        spends about three times the CPU on a command sent alone as on one inside a pipeline,
+        and under load many requests miss the cache in the same turn. Each caller waits on a
+        future of its own, so one giving up (a client disconnecting) cancels nobody else's read.
+        """
+        loop = asyncio.get_running_loop()
+        if self._batch is None:
+            self._batch = {}
+            loop.call_soon(self._send_batch)
+        future: asyncio.Future[Any] = loop.create_future()
+        self._batch.setdefault(asset_id, []).append(future)
+        return future
+
+    def _send_batch(self) -> None:
+        batch, self._batch = self._batch, None
+        if batch:
+            task = asyncio.get_running_loop().create_task(self._read_batch(batch))
+            self._reading.add(task)  # the loop keeps only a weak reference
+            task.add_done_callback(self._reading.discard)
+
+    async def _read_batch(self, batch: dict[str, list[asyncio.Future[Any]]]) -> None:
+        ids = list(batch)
+        try:
+            if len(ids) == 1:
+                values = [await self.client.hget(asset_key(ids[0]), "record")]
+            else:
+                pipe = self.client.pipeline(transaction=False)
+                for asset_id in ids:
+                    pipe.hget(asset_key(asset_id), "record")
+                values = await pipe.execute()
+        except asyncio.CancelledError:
+            for futures in batch.values():
+                for future in futures:
+                    future.cancel()
+            raise
+        except Exception as exc:
+            for futures in batch.values():
+                for future in futures:
+                    if not future.done():
+                        future.set_exception(_read_error(exc))
+            return
+        for asset_id, value in zip(ids, values, strict=True):
+            for future in batch[asset_id]:
+                if not future.done():
+                    future.set_result(value)
 
     async def put(self, record: AssetRecord, *, base_version: int | None = None) -> WriteResult:
         base = "" if base_version is None else str(base_version)
@@ -209,9 +258,22 @@ class RedisAssetStore:
             raise unavailable("ping", exc) from exc
 
     async def close(self) -> None:
+        for task in list(self._reading):
+            task.cancel()
+        await asyncio.gather(*self._reading, return_exceptions=True)
         await self.client.aclose()
         for client in self._also_close:
             await client.aclose()
+
+
+def _read_error(exc: Exception) -> Exception:
+    """What one reader of a failed batch raises: its own StoreUnavailable when Redis could not
+    serve, else the error itself (a bug or bad data surfaces as it would have alone)."""
+    if isinstance(exc, UNAVAILABLE):
+        error = unavailable("get", exc)
+        error.__cause__ = exc
+        return error
+    return exc
 
 
 def _args(record: AssetRecord) -> tuple[str, str, str]:

@@ -26,6 +26,7 @@ from gateway.state.memory import MemoryAssetStore
 from gateway.state.redis import INVALIDATION_CHANNEL, asset_key
 from tests.servers import RedisCluster, RedisServer
 from tests.state.conftest import backend_url
+from tests.state.test_stores import sentinel, tmp_dir  # noqa: F401 - fixtures
 from tests.waiting import until
 
 pytestmark = pytest.mark.asyncio
@@ -180,3 +181,15 @@ async def test_only_well_formed_ids_are_acted_on(redis_url: str) -> None:
         publisher.publish(INVALIDATION_CHANNEL, "a1")
         publisher.close()
         await until(lambda: process.listener.received == 2, within=1.0)  # the last one only
+
+
+async def test_through_sentinel(sentinel: tuple[int, RedisServer]) -> None:  # noqa: F811 - the fixture
+    """The subscription follows the master Sentinel names, like the store's connections."""
+    port, _master = sentinel
+    url = f"redis+sentinel://127.0.0.1:{port}/gateway/0"
+    async with gateway_process(open_store(url)) as one, gateway_process(open_store(url)) as two:
+        await one.backend.put(record("s1", 1))
+        await until(lambda: two.listener.received == 1, within=1.0)
+        assert await two.cache.get("s1") == record("s1", 1)
+        await one.backend.put(record("s1", 2))
+        assert await until(lambda: _is(two.cache.get("s1"), record("s1", 2)), within=1.0)

@@ -1,0 +1,100 @@
+"""`asset-gateway asset get|put|patch|delete` as a separate process, against a real admin listener
+and Redis: what a publisher's shell script sees, exit statuses included."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from tests.http.test_admin_api import ADMIN_TOKEN, Admin, admin  # noqa: F401 - the fixture
+from tests.servers import free_port
+
+
+@dataclass
+class Result:
+    status: int
+    out: str
+    err: str
+
+    def json(self) -> dict[str, object]:
+        parsed: dict[str, object] = json.loads(self.out)
+        return parsed
+
+
+async def cli(*args: str, stdin: str = "", token: str | None = ADMIN_TOKEN) -> Result:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")}
+    if token is not None:
+        env["GATEWAY_ADMIN_TOKEN"] = token  # the env override of admin.token
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "gateway", "asset", *args, env=env,
+        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, err = await process.communicate(stdin.encode())
+    assert process.returncode is not None
+    return Result(process.returncode, out.decode(), err.decode())
+
+
+def record(version: int, **fields: object) -> str:
+    return json.dumps({"version": version, "object_key": "objects/cli1", "filename": "cli.pdf", **fields})
+
+
+async def test_put_get_patch_delete(admin: Admin) -> None:  # noqa: F811 - the fixture
+    url = ("--admin-url", admin.url)
+    created = await cli("put", "cli1", *url, stdin=record(1, draft=True))
+    assert created.status == 0, created.err
+    assert created.json()["draft"] is True
+    assert created.err.strip() == "asset-gateway: created cli1 version 1"
+
+    fetched = await cli("get", "cli1", *url)
+    assert (fetched.status, fetched.json()) == (0, created.json())
+
+    patched = await cli("patch", "cli1", *url, stdin='{"version": 2, "draft": false}')
+    assert patched.status == 0, patched.err
+    assert (patched.json()["version"], patched.json()["draft"]) == (2, False)
+
+    stale = await cli("patch", "cli1", *url, stdin='{"version": 2, "draft": true}')
+    assert stale.status == 1
+    assert stale.err.strip() == "asset-gateway: refused: the store already holds version 2 (stale_version)"
+
+    deleted = await cli("delete", "cli1", "--version", "3", *url)
+    assert deleted.status == 0, deleted.err
+    assert deleted.json()["deleted"] is True
+    assert (await admin.stored("cli1") or {})["version"] == 3
+
+
+async def test_put_from_a_file(admin: Admin, tmp_path: Path) -> None:  # noqa: F811 - the fixture
+    source = tmp_path / "record.json"
+    source.write_text(record(1))
+    result = await cli("put", "cli2", str(source), "--admin-url", admin.url)
+    assert result.status == 0, result.err
+    assert (await admin.stored("cli2") or {})["filename"] == "cli.pdf"
+
+
+async def test_refusals_are_readable(admin: Admin) -> None:  # noqa: F811 - the fixture
+    url = ("--admin-url", admin.url)
+    invalid = await cli("put", "cli3", *url, stdin='{"version": "one", "state": "nope"}')
+    assert invalid.status == 1
+    lines = invalid.err.splitlines()
+    assert lines[0] == "asset-gateway: invalid record:"
+    named = {line.split(":")[0].strip() for line in lines[1:]}
+    assert named == {"version", "object_key", "filename", "state"}
+
+    missing = await cli("get", "nosuch", *url)
+    assert (missing.status, missing.err.strip()) == (1, "asset-gateway: no asset nosuch")
+
+    wrong = await cli("get", "cli3", *url, token="not-the-token")
+    assert wrong.status == 1
+    assert "refused the token" in wrong.err
+
+    unreachable = await cli("get", "cli3", "--admin-url", f"http://127.0.0.1:{free_port()}")
+    assert unreachable.status == 2
+    assert "cannot reach the admin API" in unreachable.err
+
+    no_token = await cli("get", "cli3", *url, token=None)
+    assert no_token.status == 2
+    assert "admin.token" in no_token.err
+    assert await admin.stored("cli3") is None

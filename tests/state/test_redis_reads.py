@@ -1,0 +1,93 @@
+"""RedisAssetStore reads asked for in one event-loop turn travel as one pipeline: each reader still
+gets exactly its own answer or error, and one reader giving up cancels nobody else's read."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+import pytest_asyncio
+import redis
+
+from gateway.models import AssetRecord
+from gateway.state.base import StoreUnavailable
+from gateway.state.factory import open_store
+from gateway.state.redis import RedisAssetStore
+from tests.servers import RedisServer, free_port
+from tests.state.conftest import backend_url
+
+pytestmark = pytest.mark.asyncio
+
+
+def record(asset_id: str, version: int = 1) -> AssetRecord:
+    return AssetRecord(id=asset_id, version=version, object_key=f"k-{asset_id}", filename="f.pdf")
+
+
+@pytest_asyncio.fixture(params=["redis", "cluster"])
+async def store(request: pytest.FixtureRequest) -> AsyncIterator[RedisAssetStore]:
+    opened = open_store(backend_url(request, request.param))
+    assert isinstance(opened, RedisAssetStore)
+    yield opened
+    await opened.close()
+
+
+async def test_concurrent_reads_each_get_their_own_record(store: RedisAssetStore) -> None:
+    stored = [record(f"r{n}", version=n + 1) for n in range(40)]
+    for rec in stored:
+        await store.put(rec)
+    wanted = [f"r{n % 40}" for n in range(0, 120, 3)] + ["missing-1", "r7", "missing-1", "r7"]
+    found = await asyncio.gather(*(store.get(asset_id) for asset_id in wanted))
+    expected = {rec.id: rec for rec in stored}
+    assert found == [expected.get(asset_id) for asset_id in wanted]
+    assert store.reads == len(wanted)
+
+
+async def test_one_turns_reads_share_one_connection(redis_url: str) -> None:
+    store = open_store(redis_url)
+    assert isinstance(store, RedisAssetStore)
+    for n in range(50):
+        await store.put(record(f"c{n}"))
+    observer = redis.Redis.from_url(redis_url)
+    try:
+        before = observer.info("clients")["connected_clients"]
+        found = await asyncio.gather(*(store.get(f"c{n}") for n in range(50)))
+        assert all(found)
+        # Sent one by one, 50 concurrent reads would have opened up to 50 connections.
+        assert observer.info("clients")["connected_clients"] - before <= 1
+    finally:
+        observer.close()
+        await store.close()
+
+
+async def test_a_reader_giving_up_cancels_no_one_else(store: RedisAssetStore) -> None:
+    for name in ("a", "b", "c"):
+        await store.put(record(name))
+    readers = [asyncio.ensure_future(store.get(name)) for name in ("a", "b", "a", "c")]
+    readers[0].cancel()
+    results = await asyncio.gather(*readers, return_exceptions=True)
+    assert isinstance(results[0], asyncio.CancelledError)
+    assert results[1:] == [record("b"), record("a"), record("c")]
+
+
+async def test_every_reader_of_a_failed_batch_gets_its_own_store_unavailable(
+    redis_server: RedisServer, redis_url: str
+) -> None:
+    store = open_store(redis_url)
+    try:
+        redis_server.stop()
+        results = await asyncio.gather(*(store.get(f"x{n}") for n in range(5)), return_exceptions=True)
+        assert all(isinstance(error, StoreUnavailable) for error in results)
+        assert len({id(error) for error in results}) == 5  # no traceback shared between requests
+    finally:
+        redis_server.start()
+    await store.put(record("x1"))
+    assert await store.get("x1") == record("x1")  # and the store heals by itself
+    await store.close()
+
+
+async def test_a_single_read_is_sent_alone_and_fails_like_one() -> None:
+    store = open_store(f"redis://127.0.0.1:{free_port()}/0")  # nobody listens
+    with pytest.raises(StoreUnavailable, match="redis get failed"):
+        await store.get("a1")
+    await store.close()
