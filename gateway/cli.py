@@ -8,11 +8,14 @@ import os
 import sys
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gateway.asset_commands import add_commands as add_asset_commands
 from gateway.runtime import run_async
 from gateway.settings import ConfigError, Settings, describe_settings, load_settings
+
+if TYPE_CHECKING:
+    from gateway.policy.language import Policy
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -120,19 +123,28 @@ def _policy_dir(args: argparse.Namespace) -> str:
     return str(args.dir) if args.dir else _settings(args).policies.dir
 
 
-def _policy_check(args: argparse.Namespace) -> int:
-    from gateway.policy.cases import parse_cases
+def _load_policy_reporting(directory: str) -> Policy | None:
+    """The policy in `directory`, or None after printing every problem as file:line: message."""
     from gateway.policy.language import PolicyError
-    from gateway.policy.loading import load_policy, policy_files
+    from gateway.policy.loading import load_policy
 
-    directory = _policy_dir(args)
     try:
-        policy = load_policy(directory)
+        return load_policy(directory)
     except PolicyError as exc:
         for problem in exc.problems:
             print(problem, file=sys.stderr)
         errors = sum(1 for p in exc.problems if not p.warning)
         print(f"{errors} error(s) in {directory}", file=sys.stderr)
+        return None
+
+
+def _policy_check(args: argparse.Namespace) -> int:
+    from gateway.policy.cases import parse_cases
+    from gateway.policy.loading import policy_files
+
+    directory = _policy_dir(args)
+    policy = _load_policy_reporting(directory)
+    if policy is None:
         return 1
     _, problems = parse_cases(policy)
     for problem in (*policy.warnings, *problems):
@@ -147,15 +159,10 @@ def _policy_check(args: argparse.Namespace) -> int:
 
 def _policy_test(args: argparse.Namespace) -> int:
     from gateway.policy.cases import parse_cases, run_cases
-    from gateway.policy.language import PolicyError
-    from gateway.policy.loading import load_policy
 
     directory = _policy_dir(args)
-    try:
-        policy = load_policy(directory)
-    except PolicyError as exc:
-        for problem in exc.problems:
-            print(problem, file=sys.stderr)
+    policy = _load_policy_reporting(directory)
+    if policy is None:
         return 1
     cases, problems = parse_cases(policy)
     for problem in problems:

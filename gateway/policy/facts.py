@@ -74,7 +74,7 @@ def _record(facts: Facts) -> AssetRecord:
 CONDITIONS: dict[str, ConditionSpec] = {
     "host": ConditionSpec(
         "which configured host list the request's Host is in",
-        lambda f: f.request.host_kind.value,
+        lambda f: f.request.host_kind._value_,  # .value is a Python-level descriptor: 8 reads a request
         choices=("live", "draft", "other"),
     ),
     "method": ConditionSpec("the HTTP method", lambda f: f.request.method, choices=("GET", "HEAD")),
@@ -98,7 +98,7 @@ CONDITIONS: dict[str, ConditionSpec] = {
     ),
     "replacement": ConditionSpec(
         "where the record's replacement chain ends",
-        lambda f: f.replacement.status.value,
+        lambda f: f.replacement.status._value_,
         choices=tuple(s.value for s in ReplacementStatus),
         needs_record=True,
     ),
