@@ -9,6 +9,7 @@ nginx) to another; all traffic stays on 127.0.0.1.
 
 `--baseline DIR` names a copy of the tree (a directory holding `gateway/`) taken before a change:
 each gateway row then runs twice, the copy right after the current tree, so both see the same load.
+`--tree DIR` measures such a copy instead of this tree. Method and results: docs/benchmarks.md.
 """
 
 from __future__ import annotations
@@ -78,6 +79,15 @@ class Report:
         if row.result is None or base is None or base.result is None or not base.result.rps:
             return None
         return row.result.rps / base.result.rps
+
+    def cpu_ratio(self, row: Row) -> float | None:
+        """Floor CPU per request / this row's: what the ratio would be if both servers had their
+        CPU to themselves. Steadier than req/s on a busy machine, where a pinned server does not
+        always get its whole CPU."""
+        base = self.rows.get(row.floor)
+        if not row.cpu_us or base is None or not base.cpu_us:
+            return None
+        return base.cpu_us / row.cpu_us
 
 
 def cpu_seconds(pids: list[int]) -> float:
@@ -228,7 +238,8 @@ def run(args: argparse.Namespace) -> Report:
             result, cpu = bench.measure(port, pids, path=public_path, headers=live)
             report.add("floor", Row("aiohttp floor (constant 302)", result, cpu, floor="floor"))
 
-        trees = [("", fixtures.REPO)]
+        main_tree = Path(args.tree).resolve() if args.tree else fixtures.REPO
+        trees = [("", main_tree)]
         if args.baseline:
             trees.append((" [baseline]", Path(args.baseline).resolve()))
         if wanted & {"public", "restricted", "nginx"}:
@@ -388,8 +399,8 @@ def machine() -> dict[str, str]:
 def table(report: Report) -> str:
     lines = [
         f"{'scenario':46} {'req/s':>8} {'p50 ms':>7} {'p99 ms':>7} {'ratio':>6} {'target':>7} "
-        f"{'cpu µs/req':>10}",
-        "-" * 98,
+        f"{'cpu µs/req':>10} {'cpu ratio':>9}",
+        "-" * 108,
     ]
     for row in report.rows.values():
         if row.result is None:
@@ -401,12 +412,14 @@ def table(report: Report) -> str:
         if row.target is not None and ratio is not None:
             verdict = f"{row.target:.2f}{'✓' if ratio >= row.target else '✗'}"
         cpu = f"{row.cpu_us:.0f}" if row.cpu_us else "-"
+        cpu_ratio = report.cpu_ratio(row)
+        cpu_ratio_text = f"{cpu_ratio:.2f}" if cpu_ratio is not None and row.floor == "floor" else "-"
         base = "" if row.floor == "floor" else f" (of {row.floor})"
         errors = "" if r.clean else f"  ERRORS: {r.status_errors} bad statuses, {r.socket_errors} socket"
         p99_mark = "" if r.p99_ms < P99_TARGET_MS else "!"
         lines.append(
             f"{row.name:46} {r.rps:8.0f} {r.p50_ms:7.2f} {r.p99_ms:6.2f}{p99_mark or ' '} "
-            f"{(f'{ratio:.2f}' if ratio is not None else '-'):>6} {verdict:>7} {cpu:>10}"
+            f"{(f'{ratio:.2f}' if ratio is not None else '-'):>6} {verdict:>7} {cpu:>10} {cpu_ratio_text:>9}"
             f"{base}{'  ' + row.note if row.note else ''}{errors}"
         )
     if report.rss:
@@ -429,6 +442,7 @@ def main() -> int:
     parser.add_argument("--only", help=f"comma-separated subset of {','.join(SCENARIOS)} (floor always runs)")
     parser.add_argument("--json", help="also write the results to this file")
     parser.add_argument("--baseline", help="a copy of the tree to measure each gateway row against (A/B)")
+    parser.add_argument("--tree", help="measure the gateway from this copy of the tree instead of this one")
     parser.add_argument("--quiet", action="store_true", help="print only the table")
     args = parser.parse_args()
     report = run(args)
@@ -441,7 +455,10 @@ def main() -> int:
     if args.json:
         data = {
             "machine": info,
-            "rows": {k: {**asdict(v), "ratio": report.ratio(v)} for k, v in report.rows.items()},
+            "rows": {
+                k: {**asdict(v), "ratio": report.ratio(v), "cpu_ratio": report.cpu_ratio(v)}
+                for k, v in report.rows.items()
+            },
             "rss": report.rss,
             "placement": report.placement,
         }

@@ -1,8 +1,10 @@
-"""The access log: one JSON line per request on stderr in a served process, through logging
-elsewhere, and nothing at all when the access logger is turned down."""
+"""The access log: one JSON line per request on stderr in a served process (written once per
+event-loop turn), through logging elsewhere, and nothing at all when the access logger is turned
+down."""
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import logging
@@ -12,7 +14,7 @@ from collections.abc import Iterator
 import pytest
 
 from gateway import observability
-from gateway.observability import ACCESS_LOGGER, configure_logging, log_access
+from gateway.observability import ACCESS_LOGGER, AccessLines, configure_logging, log_access
 
 FIELDS = {"request_id": "abc", "method": "GET", "path": '/media/a1/"quoted"\n.pdf', "status": 302,
           "duration_ms": 0.25, "subject": None}  # fmt: skip
@@ -26,7 +28,7 @@ def stderr(monkeypatch: pytest.MonkeyPatch) -> Iterator[io.StringIO]:
     monkeypatch.setattr(sys, "stderr", stream)
     monkeypatch.setattr(root, "handlers", list(root.handlers))
     monkeypatch.setattr(root, "level", root.level)
-    monkeypatch.setattr(observability, "_access_stream", None)
+    monkeypatch.setattr(observability, "_access_lines", None)
     configure_logging()
     yield stream
 
@@ -61,3 +63,32 @@ def test_without_configure_logging_lines_go_through_logging(caplog: pytest.LogCa
         log_access(FIELDS)
     (record,) = [r for r in caplog.records if r.name == ACCESS_LOGGER]
     assert json.loads(record.getMessage()) == FIELDS
+
+
+class CountedWrites(io.StringIO):
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes = 0
+
+    def write(self, text: str) -> int:
+        self.writes += 1
+        return super().write(text)
+
+
+async def test_lines_of_one_loop_turn_go_out_together_in_order() -> None:
+    stream = CountedWrites()
+    lines = AccessLines(stream)
+    for n in range(3):
+        lines.add(f'{{"n":{n}}}')
+    assert stream.writes == 0  # nothing until the loop turns
+    await asyncio.sleep(0)
+    assert (stream.writes, stream.getvalue()) == (1, '{"n":0}\n{"n":1}\n{"n":2}\n')
+    lines.add('{"n":3}')
+    await asyncio.sleep(0)
+    assert stream.writes == 2
+
+
+def test_outside_an_event_loop_a_line_is_written_at_once() -> None:
+    stream = CountedWrites()
+    AccessLines(stream).add('{"n":0}')
+    assert (stream.writes, stream.getvalue()) == (1, '{"n":0}\n')
