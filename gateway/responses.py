@@ -117,7 +117,9 @@ class Responder:
         else:
             response = _redirect(302, self.presigned_url(decision, request, record, now), cache)
         response.headers["Cache-Control"] = cache
-        if record.etag:
+        # Only the 304 names the ETag: a cache holding a redirect must not revalidate it with a 304
+        # (which would renew a Location whose signature expires); it fetches a fresh redirect.
+        if record.etag and decision.not_modified:
             response.headers["ETag"] = record.etag
         if decision.private:
             response.headers["X-Robots-Tag"] = "noindex"
