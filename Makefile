@@ -28,14 +28,14 @@ lint: $(STAMP)
 	VENV=$(VENV) scripts/hadolint.sh Dockerfile
 
 servers:
-	@scripts/ensure-servers.sh
+	@scripts/ensure-packages.sh "make test" redis-server:redis-server redis-cli:redis-tools nginx:nginx
 
 test: lint servers
 	$(BIN)/pytest
 
 # The gateway against the bare-aiohttp floor (and nginx against a static 204): docs/benchmarks.md.
 bench: $(STAMP) servers
-	@scripts/ensure-bench-tools.sh
+	@scripts/ensure-packages.sh "make bench" wrk:wrk taskset:util-linux
 	$(BIN)/python -m bench.run
 
 clean:
