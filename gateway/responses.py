@@ -10,7 +10,7 @@ from urllib.parse import quote, urlencode
 
 from aiohttp import web
 
-from gateway.models import AccessRequest, Action, AssetRecord, Decision, Identity
+from gateway.models import AccessRequest, Action, AssetRecord, Decision, HostKind, Identity
 from gateway.parsing import Origin, RawTokens
 from gateway.presign import Presigner, content_disposition, signing_window
 from gateway.settings import Settings
@@ -76,11 +76,15 @@ class Responder:
         now: float,
     ) -> web.StreamResponse:
         action = decision.action
+        if action is Action.DENY:
+            return error_response(decision.status)
+        if request.host_kind is HostKind.OTHER:
+            # Deny by default, whatever the policy says: a Host we do not serve never gets a file,
+            # and never appears in a Location or a cookie we set.
+            return error_response(404)
         if action is Action.SERVE:
             assert record is not None
             return self._serve(decision, request, record, now)
-        if action is Action.DENY:
-            return error_response(decision.status)
         if action is Action.REDIRECT_TO_REPLACEMENT:
             assert decision.replacement is not None
             target = asset_path(decision.replacement.id, decision.replacement.filename)

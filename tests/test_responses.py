@@ -95,3 +95,15 @@ def test_each_method_gets_a_url_signed_for_it(method: str) -> None:
     )
     response_other = r.respond(decision, request_other, ORIGIN, ANONYMOUS, RawTokens(), RECORD, NOW)
     assert response.headers["Location"] != response_other.headers["Location"]
+
+
+@pytest.mark.parametrize("action", [a for a in Action if a is not Action.DENY])
+def test_a_host_we_do_not_serve_gets_nothing_but_404_whatever_the_policy_says(action: Action) -> None:
+    request = AccessRequest("GET", "https", "evil.test", HostKind.OTHER, "a1", "a.pdf", "/media/a1/a.pdf")
+    replacement = RECORD if action is Action.REDIRECT_TO_REPLACEMENT else None
+    decision = Decision(action, 302, "permissive", "rev", serve=ServeOptions(), replacement=replacement)
+    response = responder().respond(
+        decision, request, Origin("https", "evil.test", None), ANONYMOUS, RawTokens(), RECORD, NOW
+    )
+    assert response.status == 404
+    assert "Location" not in response.headers

@@ -23,7 +23,7 @@ import logging
 from aiohttp import web
 
 from gateway.http.public import Evaluated, Gateway, Refused, answer, render_direct
-from gateway.models import Action
+from gateway.models import Action, HostKind
 from gateway.responses import ASSET_LOCATION
 
 log = logging.getLogger(__name__)
@@ -50,7 +50,8 @@ async def handle_auth(request: web.Request) -> web.StreamResponse:
 def render_auth(gateway: Gateway, result: Evaluated | Refused) -> web.StreamResponse:
     if isinstance(result, Evaluated):
         decision = result.decision
-        if decision.action is Action.SERVE and not decision.not_modified:
+        serving = decision.action is Action.SERVE and not decision.not_modified
+        if serving and result.access.host_kind is not HostKind.OTHER:  # else render_direct's 404
             assert result.record is not None
             responder = gateway.responder
             response = web.Response(status=204)

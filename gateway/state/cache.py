@@ -32,6 +32,18 @@ class _Missing:
 MISSING: Final = _Missing()
 
 
+class _NotCached:
+    """Marker returned by `peek` for "nothing cached for this id (or it has expired)"."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "NOT_CACHED"
+
+
+NOT_CACHED: Final = _NotCached()
+
+
 class _Flight:
     """One backend read in progress; `stale` is set when an invalidation overtakes it."""
 
@@ -93,6 +105,15 @@ class CachedAssetStore:
         assert flight.task is not None
         # shield: one waiter giving up (a client disconnecting) must not cancel the shared read.
         return await asyncio.shield(flight.task)
+
+    def peek(self, asset_id: str) -> AssetRecord | _Missing | _NotCached:
+        """The cached value for `asset_id` (a record, or MISSING for a cached absence), or
+        NOT_CACHED: no backend read, no hit or miss counted, an expired entry is NOT_CACHED.
+        The answer cache (gateway.http.answers) uses it to check that the record an answer was
+        built from is still the very object a full lookup would use."""
+        if not self.enabled:
+            return NOT_CACHED
+        return self._cache.get(asset_id, NOT_CACHED)
 
     async def _load(self, asset_id: str, flight: _Flight) -> AssetRecord | None:
         try:

@@ -220,3 +220,27 @@ async def test_accel_304_and_other_answers_stay_the_gateway_s(accel: RunningGate
 )
 def test_http_date(value: str | None, expected: str | None) -> None:
     assert http_date(value) == expected
+
+
+async def test_a_host_we_do_not_serve_is_denied_even_by_a_policy_that_allows_everything(
+    running: RunningGateway,
+) -> None:
+    from dataclasses import replace
+
+    from gateway.models import Action, ServeOptions
+    from gateway.policy.language import AllOf, Outcome, Rule
+
+    await running.put(id="any1", filename="f.pdf")
+    allow_all = Rule("allow_all", AllOf(()), Outcome(Action.SERVE, 302, ServeOptions()), "test.yaml", 1)
+    current = running.gateway.policy
+    saved = current.policy
+    current.policy = replace(saved, rules=(allow_all,), revision="permissive")
+    try:
+        response = await auth(running, "/media/any1/f.pdf", host="evil.test")
+        assert response.status == 403
+        assert response.headers["X-Asset-Status"] == "404"
+        assert "X-Asset-Location" not in response.headers
+        allowed = await auth(running, "/media/any1/f.pdf")  # the control: a served host is allowed
+        assert allowed.status == 204
+    finally:
+        current.policy = saved
