@@ -123,7 +123,9 @@ def children(pid: int) -> list[int]:
 def redis_command(port: int, directory: Path, cpus: str | None) -> list[str]:
     binary = find_binary("redis-server")
     if binary is None:
-        raise SystemExit("bench: redis-server is not installed (make bench installs it with scripts/ensure-packages.sh)")
+        raise SystemExit(
+            "bench: redis-server is not installed (make bench installs it with scripts/ensure-packages.sh)"
+        )
     return pinned(
         cpus,
         [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Callable
 
 from aiohttp import web
 
 from gateway.background import spawn, stop
 from gateway.http import auth_request
+from gateway.http.answers import ANSWER_CACHE_SIZE, AnswerCache
 from gateway.http.public import GATEWAY, Gateway, handle_media
 from gateway.parsing import RequestParser
 from gateway.policy.reload import CurrentPolicy
@@ -39,10 +41,18 @@ def build_gateway(
     store: AssetStore | None = None,
     presigner: Presigner | None = None,
     policy: CurrentPolicy | None = None,
+    answer_cache_size: int = ANSWER_CACHE_SIZE,
+    clock: Callable[[], float] = time.time,
+    cache_clock: Callable[[], float] = time.monotonic,
 ) -> Gateway:
-    """Wire the request pipeline. Raises ConfigError/PolicyError/ValueError on bad configuration."""
+    """Wire the request pipeline. Raises ConfigError/PolicyError/ValueError on bad configuration.
+
+    `answer_cache_size` 0 turns the finished-answer cache off; `clock` is the time decisions are
+    made at and `cache_clock` the record cache's TTL clock (both injectable for tests)."""
     backend = store if store is not None else open_store(settings.state.url.reveal())
-    cache = CachedAssetStore(backend, ttl=settings.state.cache_ttl, size=settings.state.cache_size)
+    cache = CachedAssetStore(
+        backend, ttl=settings.state.cache_ttl, size=settings.state.cache_size, clock=cache_clock
+    )
     return Gateway(
         settings=settings,
         parser=RequestParser(settings),
@@ -54,6 +64,8 @@ def build_gateway(
             presigner or Presigner(settings.s3, credentials_from_chain(settings.s3.region)),
         ),
         invalidations=InvalidationListener(cache),
+        answers=AnswerCache(settings, answer_cache_size) if answer_cache_size > 0 else None,
+        clock=clock,
     )
 
 

@@ -12,12 +12,14 @@ from typing import Any
 
 from aiohttp import web
 
+from gateway.http.answers import AnswerCache, Key, answer_key
 from gateway.identify import identify
 from gateway.metrics import Metrics
 from gateway.models import NO_REPLACEMENT, AccessRequest, AssetRecord, Decision, Identity
 from gateway.observability import log_access, new_request_id
 from gateway.parsing import MethodNotAllowed, NotAnAsset, Origin, RawTokens, RequestParser, is_trusted
 from gateway.policy.evaluation import decide
+from gateway.policy.language import Policy
 from gateway.policy.reload import CurrentPolicy
 from gateway.responses import Responder, error_response
 from gateway.settings import Settings
@@ -43,6 +45,9 @@ class Gateway:
     responder: Responder
     invalidations: InvalidationListener  # keeps `store` in step with writes made anywhere
     metrics: Metrics = field(default_factory=Metrics)  # this process's counters, read by /metrics
+    # Finished answers of warm /media requests (gateway.http.answers); None turns it off.
+    answers: AnswerCache | None = None
+    clock: Callable[[], float] = time.time  # the time decisions are made at (tests inject one)
 
 
 GATEWAY = web.AppKey("gateway", Gateway)
@@ -58,7 +63,41 @@ def request_id(request: web.Request, settings: Settings) -> str:
 
 async def handle_media(request: web.Request) -> web.StreamResponse:
     url = request.rel_url
-    return await answer(request, "media", request.method, url.raw_path, url.raw_query_string, render_direct)
+    method, raw_path, raw_query = request.method, url.raw_path, url.raw_query_string
+    gateway = request.app[GATEWAY]
+    answers = gateway.answers
+    key: Key | None = None
+    if answers is not None:
+        started = time.perf_counter()
+        secure = request.secure
+        key = answer_key(
+            method, raw_path, raw_query, request.headers, gateway.parser.is_trusted(request.remote), secure
+        )
+        if key is not None:
+            now = gateway.clock()
+            entry = answers.lookup(key, now, gateway.policy.policy, gateway.store, gateway.responder)
+            if entry is not None:
+                gateway.store.hits += 1  # the record lookup a full evaluation makes, from the cache
+                response = answers.response(entry, now)
+                rid = request_id(request, gateway.settings)
+                response.headers["X-Request-Id"] = rid
+                decision = entry.decision
+                # The same line, field for field, as `answer` writes for a full evaluation.
+                fields: dict[str, Any] = {
+                    "request_id": rid, "method": method, "path": raw_path, "host": entry.host,
+                    "asset_id": entry.asset_id, "status": entry.status, "outcome": decision.action.value,
+                    "rule": decision.rule, "policy_revision": decision.revision,
+                }  # fmt: skip
+                if entry.subject is not None:
+                    fields["subject"] = entry.subject
+                if entry.preview is not None:
+                    fields["preview"] = entry.preview
+                elapsed = time.perf_counter() - started
+                fields["duration_ms"] = round(elapsed * 1000, 3)
+                log_access(fields)
+                gateway.metrics.observe("media", fields["outcome"], decision.rule, entry.status, elapsed)
+                return response
+    return await answer(request, "media", method, raw_path, raw_query, render_direct, answer_key=key)
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +111,7 @@ class Evaluated:
     tokens: RawTokens
     record: AssetRecord | None
     now: float
+    policy: Policy  # the very object that decided
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,10 +138,18 @@ def render_direct(gateway: Gateway, result: Evaluated | Refused) -> web.StreamRe
 
 
 async def answer(
-    request: web.Request, endpoint: str, method: str, raw_path: str, raw_query: str, render: Render
+    request: web.Request,
+    endpoint: str,
+    method: str,
+    raw_path: str,
+    raw_query: str,
+    render: Render,
+    *,
+    answer_key: Key | None = None,
 ) -> web.StreamResponse:
     """Run the pipeline for (method, path, query) with the request's headers, render the result,
-    then log and count it. Shared by `/media/...` and nginx's `/auth` subrequests."""
+    then log and count it. Shared by `/media/...` and nginx's `/auth` subrequests. With an
+    `answer_key` (direct /media answers only) the answer is offered to the answer cache."""
     gateway = request.app[GATEWAY]
     started = time.perf_counter()
     rid = request_id(request, gateway.settings)
@@ -117,6 +165,14 @@ async def answer(
     except Exception:
         log.exception("could not build the response for %s", fields.get("asset_id", "a request"))
         response = error_response(500)
+    else:
+        if answer_key is not None and gateway.answers is not None and isinstance(result, Evaluated):
+            gateway.answers.store(
+                answer_key, decision=result.decision, access=result.access, identity=result.identity,
+                tokens=result.tokens, record=result.record, policy=result.policy, now=result.now,
+                response=response, cache=gateway.store, verifier=gateway.verifier,
+                responder=gateway.responder,
+            )  # fmt: skip
     response.headers["X-Request-Id"] = rid
     fields["status"] = response.status
     rule = ""
@@ -161,7 +217,7 @@ async def evaluate(
         return Refused(405, "method_not_allowed")
     fields.update(host=access.host, asset_id=access.asset_id)
 
-    now = time.time()
+    now = gateway.clock()
     identity = identify(tokens, gateway.verifier, now)
     store = gateway.store
     record: AssetRecord | None
@@ -175,8 +231,9 @@ async def evaluate(
         gateway.metrics.store_error()
         return Refused(503, "store_unavailable", identity)
 
+    policy = gateway.policy.policy
     decision = decide(
-        access, identity, record, gateway.policy.policy, now,
+        access, identity, record, policy, now,
         replacement=replacement, login_configured=bool(gateway.settings.login.url),
     )  # fmt: skip
-    return Evaluated(decision, access, origin, identity, tokens, record, now)
+    return Evaluated(decision, access, origin, identity, tokens, record, now, policy)

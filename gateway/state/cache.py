@@ -113,7 +113,10 @@ class CachedAssetStore:
         built from is still the very object a full lookup would use."""
         if not self.enabled:
             return NOT_CACHED
-        return self._cache.get(asset_id, NOT_CACHED)
+        try:
+            return self._cache[asset_id]
+        except KeyError:
+            return NOT_CACHED
 
     async def _load(self, asset_id: str, flight: _Flight) -> AssetRecord | None:
         try:

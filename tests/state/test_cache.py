@@ -9,7 +9,7 @@ import pytest
 
 from gateway.models import AssetRecord
 from gateway.state.base import StoreUnavailable, WriteResult
-from gateway.state.cache import CachedAssetStore
+from gateway.state.cache import MISSING, NOT_CACHED, CachedAssetStore
 from gateway.state.memory import MemoryAssetStore
 
 pytestmark = pytest.mark.asyncio
@@ -204,3 +204,27 @@ async def test_ping_and_close_reach_the_backend(cache: CachedAssetStore) -> None
     await cache.get("a1")
     await cache.close()
     assert len(cache) == 0
+
+
+async def test_peek_reads_nothing_counts_nothing_and_honours_expiry(
+    cache: CachedAssetStore, backend: SlowStore, clock: FakeClock
+) -> None:
+    assert cache.peek("a1") is NOT_CACHED
+    assert cache.peek("nope") is NOT_CACHED
+    held = await cache.get("a1")
+    await cache.get("nope")
+    counters = (cache.hits, cache.misses, reads(backend))
+    assert cache.peek("a1") is held  # the very object get hands out
+    assert cache.peek("nope") is MISSING
+    assert (cache.hits, cache.misses, reads(backend)) == counters
+    cache.invalidate("a1")
+    assert cache.peek("a1") is NOT_CACHED
+    clock.now += TTL + 1
+    assert cache.peek("nope") is NOT_CACHED
+    assert (cache.hits, cache.misses, reads(backend)) == counters
+
+
+async def test_peek_with_caching_off_is_never_cached(backend: SlowStore) -> None:
+    store = CachedAssetStore(backend, ttl=0, size=10)
+    await store.get("a1")
+    assert store.peek("a1") is NOT_CACHED

@@ -1,0 +1,305 @@
+"""The finished-answer cache for warm `/media` requests (direct answers only, never `/auth`).
+
+A full evaluation (parse → identify → lookup → decide → respond) is a function of the request's
+method, raw path and query, a handful of headers, whether the peer is a trusted proxy, whether the
+connection is TLS, the record, the policy and the time. This module keeps the finished answer
+(status, headers, the error body) under a key holding *every* request input that function reads,
+and keeps with it the exact objects it was computed from and the instant it stops being valid:
+
+* the policy object (`CurrentPolicy.policy` is swapped whole on reload, so identity is enough);
+* the record object the record cache holds (or its MISSING marker), read with `peek`, so a write,
+  an invalidation, a cleared cache or a TTL expiry all end the entry;
+* `[valid_from, valid_until)`: from the evaluation's instant to the earliest token expiry of the
+  identity and, for a served file, the end of the shared presigned URL's window (after which a
+  fresh answer carries another URL);
+* for a served file, the presigned URL itself, compared on every hit with the one the presigner
+  hands out now (which also catches rotated credentials), and `Cache-Control: public, max-age=` is
+  recomputed from the URL's expiry with the same formula the responder uses.
+
+Any check failing drops the entry and the request is evaluated in full. Only answers whose every
+input is in the key or the checks above are stored: no replacement chains (they depend on other
+records), no preview-cookie answer (its Max-Age counts down), no answer where a presented token was
+rejected (a token that is not valid yet may become valid), nothing when the record cache is off.
+Keys hold token strings: bounded in count and in characters, and never logged.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Final
+
+from aiohttp import web
+from cachetools import LRUCache
+
+from gateway.models import AccessRequest, Action, AssetRecord, Decision, Identity
+from gateway.parsing import RawTokens
+from gateway.policy.language import Policy
+from gateway.presign import REUSE_FRACTION, signing_window
+from gateway.responses import Responder, public_cache_control
+from gateway.settings import Settings
+from gateway.state.cache import MISSING, CachedAssetStore, _Missing
+from gateway.tokens import TokenVerifier
+
+ANSWER_CACHE_SIZE: Final = 10_000
+# Longest key (sum of its strings) worth keeping: real requests with a token or two are far below;
+# huge cookies or queries are evaluated in full rather than pin up to ~64 KB per entry.
+MAX_KEY_CHARS: Final = 4096
+CACHEABLE: Final = frozenset(
+    {
+        Action.SERVE,
+        Action.DENY,
+        Action.LOGIN,
+        Action.REDIRECT_TO_DRAFT_HOST,
+        Action.REDIRECT_TO_CURRENT_FILENAME,
+        Action.REDIRECT_TO_URL,
+    }
+)
+
+# method, raw path, raw query, Host, If-None-Match, Authorization, Cookie, peer trusted,
+# X-Forwarded-Proto and X-Forwarded-Host (None unless trusted), secure
+Key = tuple[str, str, str, str | None, str | None, str | None, str | None, bool, str | None, str | None, bool]
+
+
+class CachedAnswer:
+    """One finished answer and what it is valid for. Never mutated once stored."""
+
+    __slots__ = (
+        "access",
+        "asset_id",
+        "body",
+        "cache_control_at",
+        "decision",
+        "headers",
+        "host",
+        "policy",
+        "preview",
+        "record",
+        "status",
+        "subject",
+        "url",
+        "url_expires_at",
+        "valid_from",
+        "valid_until",
+    )
+
+    def __init__(
+        self,
+        *,
+        policy: Policy,
+        record: AssetRecord | _Missing,
+        asset_id: str,
+        valid_from: float,
+        valid_until: float,
+        status: int,
+        headers: tuple[tuple[str, str], ...],
+        body: bytes | None,
+        decision: Decision,
+        access: AccessRequest,
+        url: str | None,
+        url_expires_at: int | None,
+        cache_control_at: int | None,
+        host: str,
+        subject: str | None,
+        preview: str | None,
+    ) -> None:
+        self.policy = policy
+        self.record = record  # the cached AssetRecord object, or MISSING
+        self.asset_id = asset_id
+        # [valid_from, valid_until): every time-dependent input holds throughout (the identity is
+        # valid over an interval; one URL window); a clock stepping back before the evaluation misses.
+        self.valid_from = valid_from
+        self.valid_until = valid_until
+        self.status = status
+        self.headers = headers
+        self.body = body
+        self.decision = decision
+        self.access = access
+        self.url = url  # SERVE with a presigned URL: the URL the answer carries
+        self.url_expires_at = url_expires_at  # public SERVE: recompute max-age from this
+        self.cache_control_at = cache_control_at  # index of Cache-Control in `headers`
+        self.host = host
+        self.subject = subject
+        self.preview = preview
+
+
+def answer_key(
+    method: str,
+    raw_path: str,
+    raw_query: str,
+    headers: Mapping[str, str],
+    trusted: bool,
+    secure: bool,
+) -> Key | None:
+    """Everything of the request that parsing reads, or None when it is too long to keep."""
+    host = headers.get("Host")
+    if_none_match = headers.get("If-None-Match")
+    authorization = headers.get("Authorization")
+    cookie = headers.get("Cookie")
+    proto = forwarded_host = None
+    if trusted:
+        proto = headers.get("X-Forwarded-Proto")
+        forwarded_host = headers.get("X-Forwarded-Host")
+    size = len(raw_path) + len(raw_query)
+    for value in (host, if_none_match, authorization, cookie, proto, forwarded_host):
+        if value is not None:
+            size += len(value)
+    if size > MAX_KEY_CHARS:
+        return None
+    return (method, raw_path, raw_query, host, if_none_match, authorization, cookie, trusted,
+            proto, forwarded_host, secure)  # fmt: skip
+
+
+def tokens_settled(tokens: RawTokens, identity: Identity, verifier: TokenVerifier, now: float) -> bool:
+    """True when every token that could matter was accepted: the identity then only changes when
+    one of its tokens expires. A rejected token (not valid yet, say) could turn valid later."""
+    if tokens.user:
+        if identity.user is None:
+            return False
+        # identify takes the first candidate that verifies: it must be the first one presented.
+        if len(tokens.user) > 1 and verifier.verify_user(tokens.user[0], now) is None:
+            return False
+    if tokens.preview_query is not None:
+        if not identity.preview_from_query:
+            return False  # the query token was rejected (the cookie, if any, stood in)
+    elif tokens.preview_cookie is not None and identity.preview is None:
+        return False
+    return True
+
+
+class AnswerCache:
+    """A bounded LRU of finished answers. One event loop owns it (not thread-safe)."""
+
+    def __init__(self, settings: Settings, size: int = ANSWER_CACHE_SIZE) -> None:
+        self._entries: LRUCache[Key, CachedAnswer] = LRUCache(maxsize=max(size, 1))
+        self._default_ttl = settings.s3.presign_ttl
+        self.hits = 0
+        self.stored = 0
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def clear(self) -> None:
+        self._entries.clear()
+
+    def lookup(
+        self,
+        key: Key,
+        now: float,
+        policy: Policy,
+        store: CachedAssetStore,
+        responder: Responder,
+    ) -> CachedAnswer | None:
+        """The entry for `key` if it is still exactly what a full evaluation would answer at `now`
+        with this policy and the records cached now; otherwise None (and the entry is dropped)."""
+        entry = self._entries.get(key)
+        if entry is None:
+            return None
+        if (
+            entry.valid_from <= now < entry.valid_until
+            and entry.policy is policy
+            and store.peek(entry.asset_id) is entry.record
+            and (
+                entry.url is None
+                or (
+                    isinstance(entry.record, AssetRecord)
+                    and responder.presigned_url(entry.decision, entry.access, entry.record, now) == entry.url
+                )
+            )
+        ):
+            self.hits += 1
+            return entry
+        del self._entries[key]
+        return None
+
+    def response(self, entry: CachedAnswer, now: float) -> web.Response:
+        """A new response carrying the stored answer (max-age recomputed for `now`)."""
+        headers = entry.headers
+        if entry.url_expires_at is not None and entry.cache_control_at is not None:
+            listed = list(headers)
+            listed[entry.cache_control_at] = (
+                "Cache-Control",
+                public_cache_control(int(entry.url_expires_at - now)),
+            )
+            return web.Response(status=entry.status, body=entry.body, headers=listed)
+        return web.Response(status=entry.status, body=entry.body, headers=headers)
+
+    def store(
+        self,
+        key: Key,
+        *,
+        decision: Decision,
+        access: AccessRequest,
+        identity: Identity,
+        tokens: RawTokens,
+        record: AssetRecord | None,
+        policy: Policy,
+        now: float,
+        response: web.StreamResponse,
+        cache: CachedAssetStore,
+        verifier: TokenVerifier,
+        responder: Responder,
+    ) -> bool:
+        """Keep the answer a full evaluation just gave, if it may be reused; True when kept."""
+        if type(response) is not web.Response or decision.action not in CACHEABLE:
+            return False
+        if record is not None and record.replacement_id is not None:
+            return False
+        body = response.body
+        if body is not None and not isinstance(body, bytes):
+            return False
+        asset_id = access.asset_id
+        held = cache.peek(asset_id)
+        if held is not (MISSING if record is None else record):
+            return False  # not (or no longer) the cached object: a hit could never be checked
+        if not tokens_settled(tokens, identity, verifier, now):
+            return False
+        valid_until = float("inf")
+        if identity.user is not None:
+            valid_until = min(valid_until, identity.user.expires_at)
+        if identity.preview is not None:
+            valid_until = min(valid_until, identity.preview.expires_at)
+        headers = tuple(response.headers.items())
+        url: str | None = None
+        url_expires_at: int | None = None
+        cache_control_at: int | None = None
+        if decision.action is Action.SERVE:
+            assert record is not None
+            options = decision.serve
+            ttl = options.presign_ttl if options and options.presign_ttl else self._default_ttl
+            signed_at, expires_at = signing_window(ttl, now)
+            window = ttl // REUSE_FRACTION
+            valid_until = min(valid_until, signed_at + window if window > 0 else int(now) + 1)
+            if not decision.not_modified:
+                url = responder.presigned_url(decision, access, record, now)
+                if url not in response.headers.values():
+                    return False  # the answer does not carry the URL we would check against
+            if not decision.private:
+                names = [name for name, _ in headers]
+                if names.count("Cache-Control") != 1:
+                    return False
+                cache_control_at = names.index("Cache-Control")
+                if headers[cache_control_at][1] != public_cache_control(int(expires_at - now)):
+                    return False  # not the max-age we would recompute: do not guess
+                url_expires_at = expires_at
+        if not now < valid_until:
+            return False
+        self._entries[key] = CachedAnswer(
+            policy=policy,
+            record=MISSING if record is None else record,
+            asset_id=asset_id,
+            valid_from=now,
+            valid_until=valid_until,
+            status=response.status,
+            headers=headers,
+            body=body,
+            decision=decision,
+            access=access,
+            url=url,
+            url_expires_at=url_expires_at,
+            cache_control_at=cache_control_at,
+            host=access.host,
+            subject=identity.user.sub if identity.user is not None else None,
+            preview=identity.preview.sub if identity.preview is not None else None,
+        )
+        self.stored += 1
+        return True
