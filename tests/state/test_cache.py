@@ -36,9 +36,14 @@ class SlowStore(MemoryAssetStore):
         super().__init__(records)
         self.down = False
         self.delay = 0.0
+        self.read_started = asyncio.Event()
+        self.gate: asyncio.Event | None = None  # when given, a read waits for it after reading
 
     async def get(self, asset_id: str) -> AssetRecord | None:
         found = await super().get(asset_id)  # counts the read
+        self.read_started.set()
+        if self.gate is not None:
+            await self.gate.wait()
         await asyncio.sleep(self.delay)
         if self.down:
             raise StoreUnavailable("backend down")
@@ -159,11 +164,12 @@ async def test_cached_entries_survive_an_outage_only_within_ttl(
 async def test_one_waiter_cancelled_does_not_cancel_the_shared_read(
     cache: CachedAssetStore, backend: SlowStore
 ) -> None:
-    backend.delay = 0.05
+    backend.gate = asyncio.Event()
     first = asyncio.create_task(cache.get("a1"))
     second = asyncio.create_task(cache.get("a1"))
-    await asyncio.sleep(0.01)
+    await backend.read_started.wait()
     first.cancel()
+    backend.gate.set()
     assert await second == record("a1")
     with pytest.raises(asyncio.CancelledError):
         await first
@@ -172,10 +178,11 @@ async def test_one_waiter_cancelled_does_not_cancel_the_shared_read(
 
 async def test_invalidation_during_a_read_is_not_lost(cache: CachedAssetStore, backend: SlowStore) -> None:
     """A read that started before a write must not park the old state in the cache."""
-    backend.delay = 0.05
+    backend.gate = asyncio.Event()
     reading = asyncio.create_task(cache.get("a1"))
-    await asyncio.sleep(0.01)  # the read is in flight (it already saw version 1)
+    await backend.read_started.wait()  # the read is in flight and has seen version 1
     await cache.put(record("a1", 2))
+    backend.gate.set()
     await reading
     assert await cache.get("a1") == record("a1", 2)
 
