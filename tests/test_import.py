@@ -23,7 +23,7 @@ from gateway.state.factory import open_store
 from gateway.state.redis import INVALIDATION_CHANNEL
 from tests.servers import free_port
 
-RECORDS = 20_000  # the suite's size; the README reports a 100k run
+RECORDS = 100_000  # the issue asks for 100k: about 5 s a run here
 
 
 def generate(path: Path, count: int, *, version: int = 1, start: int = 0) -> Path:
