@@ -12,14 +12,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import redis
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
 
 from gateway.models import AccessList, AssetRecord
 from gateway.records import record_to_dict
 from gateway.settings import Secret, TokenKey
 from gateway.state.redis import asset_key
-from gateway.tokens import mint_token
+from gateway.tokens import mint_token, new_rsa_pem_pair
 
 LIVE_HOST = "assets.bench.test"
 DRAFT_HOST = "draft-assets.bench.test"
@@ -82,16 +80,10 @@ class Identity:
 
 
 def make_identity(directory: Path) -> Identity:
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    private = key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    ).decode()
-    public = key.public_key().public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
+    private, public = new_rsa_pem_pair()
     path = directory / "idp.pem"
-    path.write_bytes(public)
-    token_key = TokenKey(use="user", alg="RS256", kid="idp-1", public_key=Secret(public.decode()))
+    path.write_text(public)
+    token_key = TokenKey(use="user", alg="RS256", kid="idp-1", public_key=Secret(public))
     claims = {"sub": USER, "exp": int(time.time()) + 3600, "iss": ISSUER, "aud": AUDIENCE,
               "org": "bench-org", "groups": ["staff"]}  # fmt: skip
     return Identity(path, mint_token(token_key, claims, private))

@@ -19,8 +19,6 @@ from pathlib import Path
 from typing import Any, Final
 
 from aiohttp import web
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
 
 from gateway.app import build_gateway, create_public_app
 from gateway.http.admin import create_admin_app
@@ -46,7 +44,7 @@ from gateway.settings import (
     TokensSettings,
 )
 from gateway.state.memory import MemoryAssetStore
-from gateway.tokens import mint_token
+from gateway.tokens import mint_token, new_rsa_pem_pair
 
 LIVE_HOST = "assets.localhost"
 DRAFT_HOST = "draft-assets.localhost"
@@ -189,15 +187,7 @@ def build_demo(
     port: int, s3_endpoint: str, policies_dir: Path = DEFAULT_POLICIES, *, admin_port: int = 9090
 ) -> Demo:
     """Settings, keys, records and example requests for a demo served on `port`."""
-    user_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    private_pem = user_key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    ).decode()
-    public_pem = (
-        user_key.public_key()
-        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
-        .decode()
-    )
+    private_pem, public_pem = new_rsa_pem_pair()
     user = TokenKey(use="user", alg="RS256", kid="demo-idp", public_key=Secret(public_pem))
     preview = TokenKey(use="preview", alg="HS256", secret=Secret(secrets.token_urlsafe(32)))
     settings = Settings(

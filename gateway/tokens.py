@@ -223,6 +223,21 @@ class TokenVerifier:
         return _Verdict(identity, valid_from - self._leeway, exp + self._leeway)
 
 
+def new_rsa_pem_pair() -> tuple[str, str]:
+    """A fresh 2048-bit RSA key as (private PKCS#8 PEM, public PEM), for demos and tests that
+    play the identity provider."""
+    from cryptography.hazmat.primitives import serialization
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    private = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    ).decode()
+    public = key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    return private, public.decode()
+
+
 def mint_token(key: TokenKey, claims: dict[str, Any], private_key_pem: str | None = None) -> str:
     """Sign `claims` with a configured key: its HS secret, or `private_key_pem` for RS/ES/PS/EdDSA.
 

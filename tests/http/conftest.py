@@ -11,8 +11,6 @@ from typing import Any
 
 import pytest
 from aiohttp import ClientSession, web
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
 
 from gateway.app import build_gateway, create_public_app
 from gateway.http.public import Gateway
@@ -33,7 +31,7 @@ from gateway.settings import (
 )
 from gateway.state.factory import open_store
 from gateway.state.redis import RedisAssetStore
-from gateway.tokens import mint_token
+from gateway.tokens import mint_token, new_rsa_pem_pair
 from tests.servers import S3Server, free_port
 
 LIVE = "assets.test"
@@ -46,16 +44,7 @@ POLICIES = Path(__file__).resolve().parents[2] / "policies"
 
 @pytest.fixture(scope="session")
 def user_key_pair() -> tuple[str, str]:
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    private = key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    ).decode()
-    public = (
-        key.public_key()
-        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
-        .decode()
-    )
-    return private, public
+    return new_rsa_pem_pair()
 
 
 @dataclass
