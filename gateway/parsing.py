@@ -7,7 +7,6 @@ import ipaddress
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from http.cookies import CookieError, SimpleCookie
 from urllib.parse import unquote, unquote_plus
 
 from gateway.models import AccessRequest, HostKind
@@ -15,6 +14,9 @@ from gateway.records import ASSET_ID
 from gateway.settings import Network, Settings
 
 MAX_FILENAME_BYTES = 1024
+# A Cookie header longer than this is read as carrying no cookies: two tokens (at most 8 KB each,
+# gateway.tokens.MAX_TOKEN_BYTES) and their names fit; anything longer is not a browser we serve.
+MAX_COOKIE_HEADER = 16384
 _KNOWN_PEERS = 4096  # peer addresses whose trust is remembered (a few proxies, or every client)
 _HOST = re.compile(r"(?P<name>[a-z0-9.-]+|\[[0-9a-f:.]+\])(?::(?P<port>[0-9]{1,5}))?")
 
@@ -94,6 +96,7 @@ class RequestParser:
         self._session_cookie = settings.tokens.session_cookie
         self._preview_cookie = settings.tokens.preview_cookie
         self._preview_param = settings.tokens.preview_param
+        self._cookie_names = frozenset((self._session_cookie, self._preview_cookie))
         self._peer_trust: dict[str, bool] = {}
 
     def host_kind(self, hostname: str) -> HostKind:
@@ -181,19 +184,36 @@ class RequestParser:
         scheme, _, credentials = authorization.partition(" ")
         if scheme.lower() == "bearer" and credentials.strip():
             user.append(credentials.strip())
-        cookies = _cookies(headers.get("Cookie", ""))
+        cookies = read_cookies(headers.get("Cookie", ""), self._cookie_names)
         session = cookies.get(self._session_cookie)
         if session:
             user.append(session)
         return RawTokens(tuple(user), preview_query, cookies.get(self._preview_cookie) or None)
 
 
-def _cookies(header: str) -> dict[str, str]:
-    if not header:
-        return {}
-    jar: SimpleCookie = SimpleCookie()
-    try:
-        jar.load(header)
-    except CookieError:
-        return {}
-    return {name: morsel.value for name, morsel in jar.items()}
+_COOKIE_WHITESPACE = " \t"
+
+
+def read_cookies(header: str, names: frozenset[str]) -> dict[str, str]:
+    """The values of the cookies called `names` in a Cookie header (RFC 6265 5.4 / 4.2.1).
+
+    Linear in the header and bounded by MAX_COOKIE_HEADER: `http.cookies.SimpleCookie` is quadratic
+    on some inputs (CVE-2024-7592) and decodes every pair, where we read two. Pairs are split on `;`,
+    name and value trimmed of spaces and tabs, one pair of surrounding double quotes dropped from a
+    value (no backslash escapes: RFC 6265 has none). When a name repeats, the first pair wins: user
+    agents send the cookie with the most specific path first. Pairs without `=` are skipped."""
+    found: dict[str, str] = {}
+    if not header or len(header) > MAX_COOKIE_HEADER:
+        return found
+    for pair in header.split(";"):
+        name, equals, value = pair.partition("=")
+        if not equals:
+            continue
+        name = name.strip(_COOKIE_WHITESPACE)
+        if name not in names or name in found:
+            continue
+        value = value.strip(_COOKIE_WHITESPACE)
+        if len(value) >= 2 and value[0] == value[-1] == '"':
+            value = value[1:-1]
+        found[name] = value
+    return found
