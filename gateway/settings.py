@@ -4,6 +4,7 @@ stops the process with a message naming the key and what was expected."""
 
 from __future__ import annotations
 
+import difflib
 import ipaddress
 import json
 import re
@@ -54,6 +55,13 @@ class ServerSettings:
     workers: int = 1
     delivery: str = "redirect"
     trusted_proxies: tuple[Network, ...] = (ipaddress.ip_network("127.0.0.1/32"),)
+    # Connection limits, per process and per listener (DESIGN 2.2): seconds to send a request's
+    # headers, seconds an idle keep-alive connection is kept, open connections, bytes of one
+    # request line or header field.
+    header_timeout: float = 10
+    keepalive_timeout: float = 75
+    max_connections: int = 10000
+    max_header_size: int = 8192
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +69,21 @@ class AdminSettings:
     host: str = "127.0.0.1"
     port: int = 9090
     token: Secret = field(default_factory=lambda: Secret(""))
+    # The same limits for the admin listener; None takes the [server] value.
+    header_timeout: float | None = None
+    keepalive_timeout: float | None = None
+    max_connections: int | None = None
+    max_header_size: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ListenerLimits:
+    """The connection limits one listener enforces."""
+
+    header_timeout: float
+    keepalive_timeout: float
+    max_connections: int
+    max_header_size: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,6 +196,23 @@ def _integer(low: int, high: int) -> Callable[[str, object, Mapping[str, str]], 
         if not low <= value <= high:
             raise ConfigError(f"{key}: expected an integer from {low} to {high}, got {value}")
         return value
+
+    return parse
+
+
+def _seconds(low: float, high: float) -> Callable[[str, object, Mapping[str, str]], float]:
+    def parse(key: str, raw: object, environ: Mapping[str, str]) -> float:
+        value: object = raw
+        if isinstance(raw, str):
+            try:
+                value = float(raw.strip())
+            except ValueError:
+                raise ConfigError(f"{key}: expected a number of seconds, got {raw!r}") from None
+        if isinstance(value, bool) or not isinstance(value, int | float) or value != value:
+            raise ConfigError(f"{key}: expected a number of seconds, got {raw!r}")
+        if not low <= value <= high:
+            raise ConfigError(f"{key}: expected a number of seconds from {low:g} to {high:g}, got {value}")
+        return float(value)
 
     return parse
 
@@ -318,6 +358,13 @@ def _token_keys(key: str, raw: object, environ: Mapping[str, str]) -> tuple[Toke
 
 Parser = Callable[[str, object, Mapping[str, str]], Any]
 
+_LIMITS: dict[str, Parser] = {
+    "header_timeout": _seconds(0.1, 3600),
+    "keepalive_timeout": _seconds(0, 86400),
+    "max_connections": _integer(1, 1_000_000),
+    "max_header_size": _integer(1024, 1_048_576),
+}
+
 # section -> key -> parser. Defaults come from the dataclasses above.
 SCHEMA: dict[str, dict[str, Parser]] = {
     "server": {
@@ -326,8 +373,9 @@ SCHEMA: dict[str, dict[str, Parser]] = {
         "workers": _integer(1, 256),
         "delivery": _choice("redirect", "accel"),
         "trusted_proxies": _networks,
+        **_LIMITS,
     },
-    "admin": {"host": _string, "port": _integer(0, 65535), "token": _secret},
+    "admin": {"host": _string, "port": _integer(0, 65535), "token": _secret, **_LIMITS},
     "hosts": {"live": _hostnames, "draft": _hostnames},
     "state": {
         "url": _state_url,
@@ -389,7 +437,9 @@ def load_settings(path: str | None = None, environ: Mapping[str, str] | None = N
                 raise ConfigError(f"{section}.{key}: unknown key")
     for name in env:
         if name.startswith("GATEWAY_") and name != "GATEWAY_CONFIG" and _env_target(name) is None:
-            raise ConfigError(f"{name}: does not name a configuration key")
+            if is_kubernetes_service_variable(name):
+                continue
+            raise ConfigError(f"{name}: does not name a configuration key{_did_you_mean(name)}")
 
     sections: dict[str, Any] = {}
     sources: dict[str, str] = {}
@@ -410,6 +460,45 @@ def load_settings(path: str | None = None, environ: Mapping[str, str] | None = N
     settings = Settings(**sections, sources=sources)
     _check_consistency(settings)
     return settings
+
+
+# What Kubernetes puts in every pod's environment for a Service named `gateway` (docker links too):
+# GATEWAY_SERVICE_HOST, GATEWAY_SERVICE_PORT[_<port name>], GATEWAY_PORT=tcp://..., and
+# GATEWAY_PORT_<n>_<TCP|UDP|SCTP>[_PROTO|_PORT|_ADDR].
+_KUBERNETES_SERVICE = re.compile(
+    r"GATEWAY_(SERVICE_HOST|SERVICE_PORT(_[A-Z0-9_]+)?|PORT|PORT_[0-9]+_(TCP|UDP|SCTP)(_(PROTO|PORT|ADDR))?)"
+)
+
+
+def is_kubernetes_service_variable(name: str) -> bool:
+    """True for the service-discovery variables Kubernetes injects, which are not our settings."""
+    return _KUBERNETES_SERVICE.fullmatch(name) is not None
+
+
+def _env_names() -> list[str]:
+    return [f"GATEWAY_{section.upper()}_{key.upper()}" for section, keys in SCHEMA.items() for key in keys]
+
+
+def _did_you_mean(name: str) -> str:
+    close = difflib.get_close_matches(name, _env_names(), n=1, cutoff=0.8)
+    return f" (did you mean {close[0]}?)" if close else ""
+
+
+def listener_limits(settings: Settings, *, admin: bool) -> ListenerLimits:
+    """The limits of the public listener (`[server]`), or of the admin listener (`[admin]` over
+    `[server]` key by key)."""
+    server = settings.server
+    if not admin:
+        return ListenerLimits(
+            server.header_timeout, server.keepalive_timeout, server.max_connections, server.max_header_size
+        )
+    own = settings.admin
+    return ListenerLimits(
+        own.header_timeout if own.header_timeout is not None else server.header_timeout,
+        own.keepalive_timeout if own.keepalive_timeout is not None else server.keepalive_timeout,
+        own.max_connections if own.max_connections is not None else server.max_connections,
+        own.max_header_size if own.max_header_size is not None else server.max_header_size,
+    )
 
 
 def _env_target(name: str) -> tuple[str, str] | None:

@@ -336,3 +336,90 @@ def test_config_command_bad_config_exits_2_naming_the_key(tmp_path: Path) -> Non
     assert result.stdout == ""
     assert "configuration error: server.port: expected an integer" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+# ---- Kubernetes service variables and near misses
+
+
+KUBERNETES_ENV = {
+    "GATEWAY_SERVICE_HOST": "10.96.0.12",
+    "GATEWAY_SERVICE_PORT": "8080",
+    "GATEWAY_SERVICE_PORT_HTTP": "8080",
+    "GATEWAY_PORT": "tcp://10.96.0.12:8080",
+    "GATEWAY_PORT_8080_TCP": "tcp://10.96.0.12:8080",
+    "GATEWAY_PORT_8080_TCP_PROTO": "tcp",
+    "GATEWAY_PORT_8080_TCP_PORT": "8080",
+    "GATEWAY_PORT_8080_TCP_ADDR": "10.96.0.12",
+    "GATEWAY_PORT_9090_UDP": "udp://10.96.0.12:9090",
+    "GATEWAY_PORT_9090_SCTP_ADDR": "10.96.0.12",
+}
+
+
+def test_kubernetes_service_variables_are_not_settings() -> None:
+    settings = load_settings(None, {**KUBERNETES_ENV, "GATEWAY_SERVER_PORT": "8081"})
+    assert settings.server.port == 8081
+    assert settings.sources["server.port"] == "env GATEWAY_SERVER_PORT"
+
+
+@pytest.mark.parametrize(
+    ("name", "meant"),
+    [
+        ("GATEWAY_SERVER_PORTT", "GATEWAY_SERVER_PORT"),
+        ("GATEWAY_SERVR_HOST", "GATEWAY_SERVER_HOST"),
+        ("GATEWAY_STATE_CACHE_TL", "GATEWAY_STATE_CACHE_TTL"),
+        ("GATEWAY_ADMIN_TOKN", "GATEWAY_ADMIN_TOKEN"),
+    ],
+)
+def test_a_near_miss_stops_start_up_naming_the_key_meant(name: str, meant: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_settings(None, {**KUBERNETES_ENV, name: "1"})
+    assert str(caught.value) == f"{name}: does not name a configuration key (did you mean {meant}?)"
+
+
+@pytest.mark.parametrize("name", ["GATEWAY_PORT_HTTP", "GATEWAY_PORT_8080_HTTP", "GATEWAY_SERVICE_HOSTS"])
+def test_only_the_kubernetes_shapes_are_ignored(name: str) -> None:
+    with pytest.raises(ConfigError, match=f"^{name}: does not name a configuration key"):
+        load_settings(None, {name: "1"})
+
+
+def test_serve_starts_under_kubernetes_variables_and_stops_on_a_near_miss(tmp_path: Path) -> None:
+    result = run_cli("config", environ={**KUBERNETES_ENV, "GATEWAY_SERVER_PORTT": "80"})
+    assert result.returncode == 2
+    assert "GATEWAY_SERVER_PORTT" in result.stderr and "did you mean GATEWAY_SERVER_PORT?" in result.stderr
+    assert "Traceback" not in result.stderr
+    result = run_cli("config", environ=KUBERNETES_ENV)
+    assert result.returncode == 0, result.stderr
+
+
+# ---- connection limits (DESIGN 2.2)
+
+
+def test_connection_limits_default_and_admin_inherits(tmp_path: Path) -> None:
+    from gateway.settings import ListenerLimits, listener_limits
+
+    settings = load(tmp_path)
+    assert listener_limits(settings, admin=False) == ListenerLimits(10, 75, 10000, 8192)
+    assert listener_limits(settings, admin=True) == ListenerLimits(10, 75, 10000, 8192)
+    settings = load(
+        tmp_path,
+        "[server]\nheader_timeout = 5\nmax_connections = 500\n[admin]\nmax_connections = 20\n",
+        {"GATEWAY_ADMIN_KEEPALIVE_TIMEOUT": "2.5"},
+    )
+    assert listener_limits(settings, admin=False) == ListenerLimits(5, 75, 500, 8192)
+    assert listener_limits(settings, admin=True) == ListenerLimits(5, 2.5, 20, 8192)
+
+
+@pytest.mark.parametrize(
+    ("toml", "message"),
+    [
+        ('[server]\nheader_timeout = "soon"\n', "server.header_timeout: expected a number of seconds"),
+        ("[server]\nheader_timeout = 0\n", "server.header_timeout: expected a number of seconds from 0.1"),
+        ("[admin]\nmax_connections = 0\n", "admin.max_connections: expected an integer from 1"),
+        ("[server]\nmax_header_size = 10\n", "server.max_header_size: expected an integer from 1024"),
+        ("[admin]\nkeepalive_timeout = -1\n", "admin.keepalive_timeout: expected a number of seconds"),
+    ],
+)
+def test_bad_limits_name_the_key(tmp_path: Path, toml: str, message: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load(tmp_path, toml)
+    assert str(caught.value).startswith(message)
