@@ -14,21 +14,18 @@ from gateway.background import spawn, stop
 from gateway.http import auth_request
 from gateway.http.answers import ANSWER_CACHE_SIZE, AnswerCache
 from gateway.http.public import GATEWAY, Gateway, handle_media
+from gateway.http.runner import LIMITS, SERVER_HEADER
 from gateway.parsing import RequestParser
 from gateway.policy.reload import CurrentPolicy
 from gateway.presign import Presigner, credentials_from_chain
 from gateway.responses import Responder
-from gateway.settings import Settings
+from gateway.settings import Settings, listener_limits
 from gateway.state.base import AssetStore
 from gateway.state.cache import CachedAssetStore
 from gateway.state.factory import open_store
 from gateway.state.invalidation import InvalidationListener
 from gateway.tokens import TokenVerifier
 
-# Request lines and header fields past these sizes get a bare 400 before any of our code runs;
-# tokens have their own, smaller limit (gateway.tokens.MAX_TOKEN_BYTES).
-MAX_LINE_SIZE = 16384
-MAX_FIELD_SIZE = 16384
 # Seconds a starting process waits to hear invalidations before it takes traffic anyway.
 INVALIDATION_STARTUP_WAIT = 2.0
 
@@ -70,13 +67,15 @@ def build_gateway(
 
 
 def create_public_app(gateway: Gateway) -> web.Application:
-    app = web.Application(
-        handler_args={"max_line_size": MAX_LINE_SIZE, "max_field_size": MAX_FIELD_SIZE},
-        client_max_size=1024,
-    )
+    app = web.Application(client_max_size=1024)
     app[GATEWAY] = gateway
+    # Request lines and header fields past `server.max_header_size` get a bare 400 before any of our
+    # code runs (gateway.http.runner); tokens have their own limit (gateway.tokens.MAX_TOKEN_BYTES).
+    app[LIMITS] = listener_limits(gateway.settings, admin=False)
     auth_request.add_routes(app)  # nginx auth_request; before the catch-all, routes match in order
-    app.router.add_route("*", "/{tail:.*}", handle_media)
+    # Every path reaches our handler, even one with a newline in it (which `.*` would not match),
+    # so every answer is ours: no-store, request id, access line.
+    app.router.add_route("*", r"/{tail:[\s\S]*}", handle_media)
 
     async def close_store(app: web.Application) -> AsyncIterator[None]:
         yield
@@ -112,4 +111,4 @@ async def _listen_for_invalidations(app: web.Application) -> AsyncIterator[None]
 
 async def _hide_server_header(request: web.Request, response: web.StreamResponse) -> None:
     """No software versions for scanners."""
-    response.headers["Server"] = "asset-gateway"
+    response.headers["Server"] = SERVER_HEADER

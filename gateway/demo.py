@@ -321,7 +321,7 @@ async def start_demo_app(demo: Demo, port: int) -> web.AppRunner:
 
 async def start_demo_admin(runner: web.AppRunner) -> web.AppRunner:
     """The admin listener for the gateway `runner` serves (token: the demo settings' admin.token)."""
-    admin = GatewayRunner(create_admin_app(runner.app[GATEWAY]))
+    admin = GatewayRunner(create_admin_app(runner.app[GATEWAY]), name="admin")
     await admin.setup()
     settings = runner.app[GATEWAY].settings.admin
     await web.TCPSite(admin, settings.host, settings.port).start()

@@ -82,7 +82,7 @@ async def _serve_one(
         return 2
     gateway.metrics.snapshots = metrics
     public = GatewayRunner(create_public_app(gateway))
-    admin = GatewayRunner(create_admin_app(gateway))
+    admin = GatewayRunner(create_admin_app(gateway), name="admin")
     for runner, host, port in (
         (public, settings.server.host, settings.server.port),
         (admin, settings.admin.host, settings.admin.port),

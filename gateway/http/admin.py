@@ -6,11 +6,15 @@ from __future__ import annotations
 
 import hmac
 import logging
+import time
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
 from gateway.http.public import GATEWAY, Gateway
+from gateway.http.runner import LIMITS, NO_STORE, SERVER_HEADER
+from gateway.observability import log_access, new_request_id
+from gateway.settings import listener_limits
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +32,45 @@ def json_error(status: int, error: str, **extra: object) -> web.Response:
 
 
 def _token_matches(given: str, expected: str) -> bool:
-    return bool(expected) and hmac.compare_digest(given.encode(), expected.encode())
+    # aiohttp decodes header bytes that are not UTF-8 as lone surrogates: encode them back as bytes.
+    return bool(expected) and hmac.compare_digest(
+        given.encode("utf-8", "surrogateescape"), expected.encode("utf-8", "surrogateescape")
+    )
+
+
+@web.middleware
+async def answer_every_request(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Every admin answer, the router's 404/405 and any failure included, carries our Server
+    header and a request id, is never stored by a cache when it is an error, and gets one access
+    line. An unexpected exception is logged here and answers a bare 500 with no detail."""
+    started = time.perf_counter()
+    rid = new_request_id()
+    try:
+        response = await handler(request)
+    except web.HTTPException as exc:  # the router's 404 and 405
+        response = json_error(exc.status, _ERROR_CODES.get(exc.status, "error"))
+        if exc.status == 405 and "Allow" in exc.headers:
+            response.headers["Allow"] = exc.headers["Allow"]
+    except ConnectionError:
+        raise  # the client went away: nobody to answer
+    except Exception:
+        log.exception("admin request %s failed", rid)
+        response = json_error(500, "internal_error")
+    response.headers["X-Request-Id"] = rid
+    if response.status >= 400 and "no-store" not in response.headers.get("Cache-Control", ""):
+        response.headers["Cache-Control"] = NO_STORE
+    fields = {"request_id": rid, "listener": "admin", "method": request.method,
+              "path": request.rel_url.raw_path, "status": response.status,
+              "duration_ms": round((time.perf_counter() - started) * 1000, 3)}  # fmt: skip
+    log_access(fields)
+    return response
+
+
+_ERROR_CODES = {404: "not_found", 405: "method_not_allowed", 413: "too_large"}
+
+
+async def _our_server_header(request: web.Request, response: web.StreamResponse) -> None:
+    response.headers["Server"] = SERVER_HEADER
 
 
 @web.middleware
@@ -48,8 +90,12 @@ def create_admin_app(gateway: Gateway) -> web.Application:
     """Routes come from one module per concern; each exposes `add_routes(app)`."""
     from gateway.http import admin_explain, assets_api, health, metrics
 
-    app = web.Application(middlewares=[require_admin_token], client_max_size=MAX_BODY_BYTES)
+    app = web.Application(
+        middlewares=[answer_every_request, require_admin_token], client_max_size=MAX_BODY_BYTES
+    )
     app[GATEWAY] = gateway
+    app[LIMITS] = listener_limits(gateway.settings, admin=True)
+    app.on_response_prepare.append(_our_server_header)
     health.add_routes(app)
     metrics.add_routes(app)
     admin_explain.add_routes(app)

@@ -9,12 +9,23 @@ import hmac
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 
 import pytest
+from aiohttp import ClientSession
 
 from gateway.tokens import mint_token
-from tests.http.conftest import AUDIENCE, DRAFT, ISSUER, LOGIN_URL, Keys, RunningGateway
+from tests.http.conftest import (
+    AUDIENCE,
+    DRAFT,
+    ISSUER,
+    LOGIN_URL,
+    Keys,
+    RunningGateway,
+    gateway_settings,
+    start_gateway,
+)
+from tests.servers import S3Server
 
 
 def _b64(data: bytes) -> str:
@@ -65,10 +76,30 @@ HOSTILE: dict[str, Callable[[Keys], str]] = {
 
 
 @pytest.fixture
-async def limited(running: RunningGateway) -> RunningGateway:
-    await running.put(id="sec1", filename="pay.csv", access_limited={"groups": ["finance"]})
-    await running.put(id="sec2", filename="plan.pdf", draft=True, auth_bypass_ids=["u1"])
-    return running
+async def limited(redis_url: str, s3_server: S3Server, keys: Keys) -> AsyncIterator[RunningGateway]:
+    """A gateway whose listener takes headers past 8 KB, so oversized tokens reach the verifier
+    (at the default `server.max_header_size` they get a bare 400 first: tested below)."""
+    settings = gateway_settings(redis_url, s3_server, keys, server={"max_header_size": 32768})
+    runner, gateway, backend, base_url = await start_gateway(settings, s3_server)
+    async with ClientSession() as session:
+        running = RunningGateway(base_url, gateway, backend, s3_server, session)
+        await running.put(id="sec1", filename="pay.csv", access_limited={"groups": ["finance"]})
+        await running.put(id="sec2", filename="plan.pdf", draft=True, auth_bypass_ids=["u1"])
+        yield running
+    await runner.cleanup()
+
+
+async def test_a_token_past_the_header_limit_gets_a_bare_400(running: RunningGateway, keys: Keys) -> None:
+    token = HOSTILE["oversized"](keys)
+    for headers in ({"Authorization": f"Bearer {token}"}, {"Cookie": f"gateway_session={token}"}):
+        response = await running.get("/media/sec1/pay.csv", **headers)
+        assert response.status == 400
+        assert response.headers["Server"] == "asset-gateway"
+        assert response.headers["Cache-Control"] == "private, no-store"
+        assert response.headers["X-Request-Id"]
+        assert await response.text() == "Bad Request\n"
+    query = await running.get(f"/media/sec2/plan.pdf?token={token}", host=DRAFT)
+    assert query.status == 400 and "Location" not in query.headers
 
 
 async def test_a_good_token_opens_the_file(limited: RunningGateway, keys: Keys) -> None:
