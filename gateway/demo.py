@@ -193,7 +193,8 @@ def build_demo(
     settings = Settings(
         server=ServerSettings(host="127.0.0.1", port=port),
         admin=AdminSettings(host="127.0.0.1", port=admin_port, token=Secret(secrets.token_urlsafe(24))),
-        hosts=HostsSettings(live=(LIVE_HOST,), draft=(DRAFT_HOST,)),
+        # With their port: redirects name configured hosts only, never a port from the request.
+        hosts=HostsSettings(live=(f"{LIVE_HOST}:{port}",), draft=(f"{DRAFT_HOST}:{port}",)),
         state=StateSettings(url=Secret("memory://"), cache_ttl=30, cache_size=10_000),
         s3=S3Settings(bucket=BUCKET, region=REGION, endpoint_url=s3_endpoint, presign_ttl=300),
         tokens=TokensSettings(keys=(user, preview)),

@@ -58,6 +58,16 @@ def parse_host(value: str) -> tuple[str, int | None] | None:
     return match["name"].rstrip("."), int(port) if port else None
 
 
+def configured_hosts(entries: tuple[str, ...]) -> dict[str, int | None]:
+    """`hosts.live` / `hosts.draft` entries ("name" or "name:port") → {name: port or None}."""
+    hosts: dict[str, int | None] = {}
+    for entry in entries:
+        parsed = parse_host(entry)
+        if parsed is not None:
+            hosts.setdefault(parsed[0], parsed[1])
+    return hosts
+
+
 def is_trusted(peer: str | None, trusted: tuple[Network, ...]) -> bool:
     if not peer or not trusted:
         return False
@@ -90,8 +100,8 @@ class RequestParser:
     """Built once from settings; `parse` runs per request."""
 
     def __init__(self, settings: Settings) -> None:
-        self._live = frozenset(settings.hosts.live)
-        self._draft = frozenset(settings.hosts.draft)
+        self._live = configured_hosts(settings.hosts.live)
+        self._draft = configured_hosts(settings.hosts.draft)
         self._trusted = settings.server.trusted_proxies
         self._session_cookie = settings.tokens.session_cookie
         self._preview_cookie = settings.tokens.preview_cookie
@@ -119,7 +129,10 @@ class RequestParser:
         return trusted
 
     def origin(self, headers: Mapping[str, str], peer: str | None, secure: bool) -> Origin:
-        """Scheme and host the browser used; X-Forwarded-* only from configured proxies."""
+        """Scheme and host the browser used; X-Forwarded-* only from configured proxies. For a
+        configured host the port is the configured one (usually none), never the request's: the
+        absolute URLs built from an Origin name only configured hosts, so no Host or
+        X-Forwarded-Host can steer a redirect (a cached one above all) to another port."""
         scheme = "https" if secure else "http"
         host_header = headers.get("Host", "")
         if self.is_trusted(peer):
@@ -131,6 +144,9 @@ class RequestParser:
                 host_header = forwarded_host
         parsed = parse_host(host_header)
         hostname, port = parsed if parsed is not None else ("", None)
+        for configured in (self._live, self._draft):
+            if hostname in configured:
+                return Origin(scheme, hostname, configured[hostname])
         return Origin(scheme, hostname, port)
 
     def parse(

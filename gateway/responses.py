@@ -185,14 +185,15 @@ class Responder:
     def _to_draft_host(self, request: AccessRequest, origin: Origin, tokens: RawTokens) -> web.Response:
         if self._draft_host is None:
             return error_response(404)
-        host, _, port = self._draft_host.partition(":")
         # The query travels whole: a preview link's token must reach the draft host.
         raw_query = request.query
         if tokens.preview_query is not None:
             token = urlencode({self._preview_param: tokens.preview_query})
             raw_query = f"{raw_query}&{token}" if raw_query else token
-        netloc = self._draft_host if port else _netloc(host, origin.port)
-        location = f"{origin.scheme}://{netloc}{request.path}" + (f"?{raw_query}" if raw_query else "")
+        # The draft host exactly as configured: never a host or port taken from the request.
+        location = f"{origin.scheme}://{self._draft_host}{request.path}" + (
+            f"?{raw_query}" if raw_query else ""
+        )
         return _redirect(302, location, NO_STORE)
 
     def _to_login(self, request: AccessRequest, origin: Origin) -> web.Response:

@@ -241,11 +241,16 @@ def _string_list(key: str, raw: object, environ: Mapping[str, str]) -> tuple[str
     return tuple(raw)
 
 
+_HOST_ENTRY = re.compile(r"([a-z0-9.-]+|\[[0-9a-f:.]+\])(:[0-9]{1,5})?")
+
+
 def _hostnames(key: str, raw: object, environ: Mapping[str, str]) -> tuple[str, ...]:
     hosts = _string_list(key, raw, environ)
     for host in hosts:
-        if "/" in host or " " in host:
-            raise ConfigError(f"{key}: expected host names like 'assets.example.org', got {host!r}")
+        if _HOST_ENTRY.fullmatch(host.lower()) is None:
+            raise ConfigError(
+                f"{key}: expected host names like 'assets.example.org' (or 'name:port'), got {host!r}"
+            )
     return tuple(h.lower() for h in hosts)
 
 

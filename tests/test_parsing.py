@@ -122,11 +122,11 @@ def test_split_asset_path_round_trips_quoted_names(filename: str) -> None:
     ("host", "kind", "shown"),
     [
         ("assets.example.org", HostKind.LIVE, "assets.example.org"),
-        ("assets.example.org:8443", HostKind.LIVE, "assets.example.org:8443"),
+        ("assets.example.org:8443", HostKind.LIVE, "assets.example.org"),  # the configured port: none
         ("ASSETS.Example.ORG", HostKind.LIVE, "assets.example.org"),
         ("assets.example.org.", HostKind.LIVE, "assets.example.org"),
         ("draft-assets.example.org", HostKind.DRAFT, "draft-assets.example.org"),
-        ("Draft-Assets.example.org:80", HostKind.DRAFT, "draft-assets.example.org:80"),
+        ("Draft-Assets.example.org:80", HostKind.DRAFT, "draft-assets.example.org"),
         ("evil.example", HostKind.OTHER, "evil.example"),
         ("127.0.0.1:8080", HostKind.OTHER, "127.0.0.1:8080"),
         ("", HostKind.OTHER, ""),
@@ -139,6 +139,35 @@ def test_host_kind(host: str, kind: HostKind, shown: str) -> None:
     request, _, _ = PARSER.parse("GET", PATH, "", {"Host": host})
     assert request.host_kind is kind
     assert request.host == shown
+
+
+PORTED = RequestParser(
+    load_settings(None, {"GATEWAY_HOSTS_LIVE": "assets.localhost:8080", "GATEWAY_HOSTS_DRAFT": "d.localhost"})
+)
+
+
+@pytest.mark.parametrize(
+    ("headers", "peer", "origin"),
+    [
+        ({"Host": "assets.localhost:8080"}, None, ("http", "assets.localhost", 8080)),
+        ({"Host": "assets.localhost:6666"}, None, ("http", "assets.localhost", 8080)),
+        ({"Host": "assets.localhost"}, None, ("http", "assets.localhost", 8080)),
+        ({"Host": "d.localhost:6666"}, None, ("http", "d.localhost", None)),
+        (
+            {"Host": "assets.localhost", "X-Forwarded-Host": "assets.localhost:6666"},
+            "127.0.0.1",
+            ("http", "assets.localhost", 8080),
+        ),
+        ({"Host": "assets.localhost", "X-Forwarded-Host": "evil:6666"}, "127.0.0.1", ("http", "evil", 6666)),
+    ],
+)
+def test_configured_hosts_keep_their_configured_port(
+    headers: dict[str, str], peer: str | None, origin: tuple[str, str, int | None]
+) -> None:
+    """Whatever port the request names, a configured host is built back with its configured one;
+    a host that is not configured never gets an answer that names it (see test_responses)."""
+    found = PORTED.origin(headers, peer, secure=False)
+    assert (found.scheme, found.hostname, found.port) == origin
 
 
 def test_parse_fills_the_request() -> None:

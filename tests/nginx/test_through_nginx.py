@@ -454,3 +454,47 @@ def _cookie(answer: Answer) -> Any:
     jar: SimpleCookie = SimpleCookie()
     jar.load(answer.header("set-cookie") or "")
     return jar["auth_bypass_token"]
+
+
+# ---- forwarded headers: a browser never steers an absolute URL we build (defect 3, DESIGN 2.6 step 3)
+
+STEERING = [
+    {"X-Forwarded-Host": "evil:6666"},
+    {"X-Forwarded-Host": f"{LIVE}:6666"},
+    {"X-Forwarded-Host": "evil:6666", "X-Forwarded-Proto": "https", "X-Forwarded-For": "10.9.9.9"},
+    {"Forwarded": "host=evil:6666;proto=https"},
+]
+
+
+@pytest.mark.parametrize("steering", STEERING, ids=lambda h: "+".join(f"{k}={v}" for k, v in h.items()))
+async def test_browser_forwarded_headers_never_reach_a_location(
+    through: Through, steering: dict[str, str]
+) -> None:
+    await through.put(id="old1", filename="a.pdf", replacement_id="new1")
+    await through.put(id="new1", filename="b.pdf")
+    await through.put(id="dr1", filename="d.pdf", draft=True)
+    expected = {
+        # replacement 301, public and cacheable: the cache-poisoning case
+        ("/media/old1/a.pdf", LIVE): f"http://{LIVE}/media/new1/b.pdf",
+        ("/media/old1/a.pdf", f"{LIVE}:6666"): f"http://{LIVE}/media/new1/b.pdf",
+        # a draft on the live host goes to the draft host
+        ("/media/dr1/d.pdf", LIVE): f"http://{DRAFT}/media/dr1/d.pdf",
+    }
+    for (path, host), location in expected.items():
+        answer = await through.via_nginx(path, host=host, **steering)
+        assert answer.header("location") == location, (path, host)
+    login = await through.via_nginx("/media/dr1/d.pdf", host=DRAFT, **steering)
+    back = parse_qs(urlsplit(login.header("location") or "").query)["return_to"]
+    assert back == [f"http://{DRAFT}/media/dr1/d.pdf"]
+
+
+async def test_forwarded_host_from_a_trusted_peer_still_names_only_configured_hosts(through: Through) -> None:
+    """Directly, from an address in trusted_proxies (as nginx is): an unknown forwarded host gets
+    a bare 404, a configured one keeps its configured port whatever port is forwarded."""
+    await through.put(id="old1", filename="a.pdf", replacement_id="new1")
+    await through.put(id="new1", filename="b.pdf")
+    evil = await through.direct("/media/old1/a.pdf", **{"X-Forwarded-Host": "evil:6666"})
+    assert evil.status == 404 and evil.header("location") is None
+    ported = await through.direct("/media/old1/a.pdf", **{"X-Forwarded-Host": f"{LIVE}:6666"})
+    assert ported.status == 301
+    assert ported.header("location") == f"http://{LIVE}/media/new1/b.pdf"
