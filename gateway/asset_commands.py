@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlencode, urlsplit
 
+from gateway.observability import mask_secrets
 from gateway.runtime import run_async
 from gateway.settings import ConfigError, Settings
 from gateway.state.base import StoreUnavailable
@@ -159,7 +160,7 @@ def _call(args: argparse.Namespace, settings: Settings, method: str) -> int:
     try:
         status, answer = client.call(method, args.id, body, query)
     except AdminUnreachable as exc:
-        print(f"asset-gateway: {exc}", file=sys.stderr)
+        print(f"asset-gateway: {mask_secrets(str(exc))}", file=sys.stderr)
         return 2
     if status in (200, 201):
         print(json.dumps(answer, indent=2))
@@ -236,10 +237,10 @@ def _reconcile(args: argparse.Namespace, settings: Settings) -> int:
                 progress=lambda label: Progress(label, "objects" if "bucket" in label else "records"),
             )
         except StoreUnavailable as exc:
-            print(f"asset-gateway: {exc}", file=sys.stderr)
+            print(f"asset-gateway: {mask_secrets(str(exc))}", file=sys.stderr)
             return 2
         except (BotoCoreError, ClientError) as exc:
-            print(f"asset-gateway: listing s3://{bucket}: {exc}", file=sys.stderr)
+            print(f"asset-gateway: listing s3://{bucket}: {mask_secrets(str(exc))}", file=sys.stderr)
             return 2
         finally:
             await store.close()

@@ -11,8 +11,9 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from gateway.asset_commands import add_commands as add_asset_commands
+from gateway.observability import mask_secrets, protect_secrets
 from gateway.runtime import run_async
-from gateway.settings import ConfigError, Settings, describe_settings, load_settings
+from gateway.settings import ConfigError, Settings, describe_settings, load_settings, secret_values
 
 if TYPE_CHECKING:
     from gateway.policy.language import Policy
@@ -28,7 +29,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         result: int = args.run(args)
         return result
     except ConfigError as exc:
-        print(f"asset-gateway: configuration error: {exc}", file=sys.stderr)
+        print(f"asset-gateway: configuration error: {mask_secrets(str(exc))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130
@@ -88,7 +89,9 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _settings(args: argparse.Namespace) -> Settings:
-    return load_settings(getattr(args, "config", None), os.environ)
+    settings = load_settings(getattr(args, "config", None), os.environ)
+    protect_secrets(secret_values(settings))  # masked in every message from here on
+    return settings
 
 
 # ---- commands

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from gateway.models import AssetRecord
+from gateway.observability import mask_secrets
 from gateway.progress import Progress
 from gateway.records import RecordInvalid, record_from_dict
 from gateway.state.base import BulkAssetStore, StoreUnavailable, WriteResult
@@ -128,7 +129,7 @@ class Importer:
                 while pending:
                     await self._commit(*pending.popleft())
             except StoreUnavailable as exc:
-                self.summary.stopped = f"store unavailable ({exc})"
+                self.summary.stopped = f"store unavailable ({mask_secrets(str(exc))})"
                 for task, _ in pending:  # their writes may or may not land; the next run redoes them
                     task.cancel()
                 await asyncio.gather(*(task for task, _ in pending), return_exceptions=True)

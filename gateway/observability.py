@@ -49,6 +49,20 @@ class AccessLines:
 
 
 _access_lines: AccessLines | None = None  # set by configure_logging
+_secrets: tuple[str, ...] = ()  # set by protect_secrets; masked in every formatted log line
+
+
+def protect_secrets(values: list[str]) -> None:
+    """Mask these strings wherever a log line or an exception's text would carry them: a library's
+    error message may quote a URL or a setting we gave it."""
+    global _secrets
+    _secrets = tuple(sorted({v for v in values if v}, key=len, reverse=True))
+
+
+def mask_secrets(text: str) -> str:
+    for secret in _secrets:
+        text = text.replace(secret, "**********")
+    return text
 
 
 def log_access(fields: dict[str, Any]) -> None:
@@ -92,4 +106,4 @@ class _Formatter(logging.Formatter):
         )
         if record.exc_info:
             text += "\n" + self.formatException(record.exc_info)
-        return text
+        return mask_secrets(text) if _secrets else text

@@ -18,17 +18,18 @@ from gateway.app import build_gateway, create_public_app
 from gateway.http.admin import create_admin_app
 from gateway.http.runner import GatewayRunner
 from gateway.metrics import SnapshotDirectory
-from gateway.observability import configure_logging
+from gateway.observability import configure_logging, mask_secrets, protect_secrets
 from gateway.policy.language import PolicyError
 from gateway.policy.reload import install_reload_signal
 from gateway.runtime import install_stop_signals, run_async
-from gateway.settings import ConfigError, Settings
+from gateway.settings import ConfigError, Settings, secret_values
 
 log = logging.getLogger(__name__)
 
 
 def serve(settings: Settings, workers: int) -> int:
     configure_logging()
+    protect_secrets(secret_values(settings))
     if workers == 1:
         return run_async(_serve_one(settings, reuse_port=False))
     # Each worker publishes its metrics here, so a scrape answered by any one of them covers all.
@@ -78,7 +79,7 @@ async def _serve_one(
         print("asset-gateway: refusing to start with an invalid policy", file=sys.stderr)
         return 2
     except (ConfigError, ValueError) as exc:
-        print(f"asset-gateway: configuration error: {exc}", file=sys.stderr)
+        print(f"asset-gateway: configuration error: {mask_secrets(str(exc))}", file=sys.stderr)
         return 2
     gateway.metrics.snapshots = metrics
     public = GatewayRunner(create_public_app(gateway))

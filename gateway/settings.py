@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from gateway.redaction import url_passwords
+
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
@@ -276,7 +278,10 @@ def _url(schemes: tuple[str, ...]) -> Callable[[str, object, Mapping[str, str]],
 
 def _state_url(key: str, raw: object, environ: Mapping[str, str]) -> Secret:
     secret = _secret(key, raw, environ)
-    scheme = urlsplit(secret.reveal()).scheme
+    try:
+        scheme = urlsplit(secret.reveal()).scheme
+    except ValueError:  # e.g. an unclosed [IPv6 bracket; the message would not help, the URL may not be shown
+        raise ConfigError(f"{key}: not a valid URL") from None
     allowed = (
         "memory",
         "redis",
@@ -525,6 +530,13 @@ def _check_consistency(settings: Settings) -> None:
         raise ConfigError("tokens.keys: two keys of the same use share a kid")
 
 
+def secret_values(settings: Settings) -> list[str]:
+    """Every secret the settings hold, in the forms a message could quote it (for masking logs)."""
+    values = [settings.admin.token.reveal(), *url_passwords(settings.state.url.reveal())]
+    values += [key.secret.reveal() for key in settings.tokens.keys if key.secret is not None]
+    return values
+
+
 def describe_settings(settings: Settings) -> list[tuple[str, str, str]]:
     """(key, value shown with secrets redacted, source) for every key, for `asset-gateway config`."""
     rows = []
@@ -551,7 +563,10 @@ _QUERY_PASSWORD = re.compile(r"((?:^|&)[^=&]*password=)[^&]*", re.IGNORECASE)
 
 def _show_secret(secret: Secret) -> str:
     text = secret.reveal()
-    parts = urlsplit(text)
+    try:
+        parts = urlsplit(text)
+    except ValueError:
+        return '"**********"'  # not a URL we can take apart: show none of it
     if parts.scheme and "://" in text and "-----BEGIN" not in text:
         # URLs are useful to see; only their password is secret, in the userinfo or (as redis-py
         # reads it, and documents for unix://) a `password=` query parameter. Edited in place, since

@@ -11,7 +11,10 @@ from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel
 from redis.backoff import ExponentialBackoff
+from redis.exceptions import RedisClusterException, RedisError
 
+from gateway.redaction import redact_url, scrub
+from gateway.settings import ConfigError
 from gateway.state.base import BulkAssetStore
 from gateway.state.memory import MemoryAssetStore
 from gateway.state.redis import RedisAssetStore, RedisClient
@@ -39,6 +42,8 @@ def connection_options() -> dict[str, Any]:
 
 def open_store(url: str) -> BulkAssetStore:
     """A store for `url`; options in a redis URL's query string override the defaults above.
+    A URL that cannot be used raises ConfigError naming `state.url`, with the password masked
+    (redis-py's own messages included: they may quote a piece of the URL).
 
     memory://                                      in-process (demo, tests)
     redis://, rediss://, unix://                   one Redis node
@@ -48,6 +53,14 @@ def open_store(url: str) -> BulkAssetStore:
 
     A `user:password@` in a sentinel URL authenticates to the master, not to the Sentinels.
     """
+    try:
+        return _open(url)
+    except (ValueError, TypeError, RedisError, RedisClusterException) as exc:
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise ConfigError(f"state.url: {scrub(reason, url)} (in {redact_url(url)})") from None
+
+
+def _open(url: str) -> BulkAssetStore:
     scheme = url.partition("://")[0].lower() if "://" in url else ""
     if scheme == "memory":
         return MemoryAssetStore()
@@ -71,12 +84,12 @@ def _sentinel_master(url: str) -> tuple[Sentinel, RedisClient]:
     segments = [unquote(s) for s in parts.path.split("/") if s]
     if not sentinels or not 1 <= len(segments) <= 2:
         expected = "redis+sentinel://host:port[,host:port...]/service_name[/db]"
-        raise ValueError(f"expected {expected}: {url}")
+        raise ValueError(f"expected {expected}")
     service = segments[0]
     try:
         db = int(segments[1]) if len(segments) == 2 else 0
     except ValueError:
-        raise ValueError(f"sentinel url database must be an integer: {url}") from None
+        raise ValueError("the sentinel url's database must be an integer") from None
     # sentinel_kwargs too: by default the Sentinel connections would back off for seconds.
     sentinel = Sentinel(  # type: ignore[no-untyped-call, unused-ignore]
         sentinels, sentinel_kwargs=connection_options(), **connection_options()
@@ -105,5 +118,5 @@ def _host_port(item: str, url: str, default_port: int = SENTINEL_PORT) -> tuple[
         host, _, port = item.partition(":")
     port = port or str(default_port)
     if not host or not port.isdigit():
-        raise ValueError(f"bad redis address {item!r} in {url}")
+        raise ValueError(f"bad redis address {item!r}")
     return host, int(port)
