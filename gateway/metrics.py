@@ -151,8 +151,9 @@ class SnapshotDirectory:
     """Where workers publish their counts so any one of them can answer a scrape for all.
 
     Each worker atomically rewrites `<dir>/worker-<n>.json`; a scrape adds the other workers' files
-    to its own live counts. A published file is at most one publishing interval old. Files of a
-    worker that died stay, so host totals never go backwards when a worker is replaced.
+    to its own live counts. A published file is at most one publishing interval old. The supervisor
+    drops a dead worker's file, so a scrape counts only processes that are running (totals go down
+    when a worker dies, as Prometheus expects of a counter whose process restarted).
     """
 
     def __init__(self, directory: str | Path, worker: int) -> None:
@@ -164,6 +165,10 @@ class SnapshotDirectory:
         temporary = self._path.with_suffix(f".{os.getpid()}.tmp")
         temporary.write_text(json.dumps(counts.to_json(), separators=(",", ":")), encoding="utf-8")
         temporary.replace(self._path)
+
+    def drop(self) -> None:
+        """Forget this worker's published counts (it died)."""
+        self._path.unlink(missing_ok=True)
 
     def others(self) -> tuple[Counts, int]:
         """The other workers' last published counts, added up, and how many were read."""

@@ -1,16 +1,31 @@
-"""Running the listeners: one process, or N worker processes sharing the port with SO_REUSEPORT.
-No clustering of our own: the kernel spreads connections, Redis holds the shared state."""
+"""Running the listeners: one process, or N supervised worker processes sharing its sockets.
+
+The parent binds both listening sockets itself, without SO_REUSEPORT, before any worker starts, and
+the workers inherit them: a second `serve` on a busy port fails at start with one line naming the
+port instead of joining it and answering half the requests with another configuration. The
+kernel still spreads connections over the workers (they all accept on the same socket).
+
+A worker that dies is logged, its published metrics are dropped, and it is replaced after a
+backoff; if workers keep dying (MAX_DEATHS within DEATH_WINDOW seconds) the parent stops them all
+and exits 1, so the orchestrator sees a failed process instead of a host serving at half strength."""
 
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import multiprocessing
+import multiprocessing.connection
 import os
 import shutil
 import signal
+import socket
 import sys
 import tempfile
+import time
+from collections import deque
+from dataclasses import dataclass
+from multiprocessing.process import BaseProcess
 
 from aiohttp import web
 
@@ -26,50 +41,187 @@ from gateway.settings import ConfigError, Settings, secret_values
 
 log = logging.getLogger(__name__)
 
+BACKLOG = 1024
+MAX_DEATHS = 5  # worker deaths within DEATH_WINDOW seconds that make the parent give up
+DEATH_WINDOW = 60.0
+BACKOFF_FIRST = 0.25  # seconds before replacing a dead worker; doubles with each recent death
+BACKOFF_MAX = 8.0
+EXIT_CONFIG = 2  # a worker (or the parent) refused the configuration: replacing it cannot help
+
+
+class ListenError(Exception):
+    """A listening socket could not be opened; the message is the one line the operator sees."""
+
+
+@dataclass(frozen=True, slots=True)
+class Listeners:
+    public: socket.socket
+    admin: socket.socket
+
+
+def bind(host: str, port: int, key: str) -> socket.socket:
+    """A listening socket on (host, port), without SO_REUSEPORT: a port another process holds is
+    an error here, never shared. `key` names the setting to change in the message."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(
+            host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+    except (OSError, UnicodeError) as exc:
+        raise ListenError(f"{key.replace('port', 'host')}: cannot resolve {host!r}: {exc}") from None
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # restart despite TIME_WAIT
+        sock.bind(address)
+        sock.listen(BACKLOG)
+    except OSError as exc:
+        sock.close()
+        env = "GATEWAY_" + key.replace(".", "_").upper()
+        if exc.errno == errno.EADDRINUSE:
+            reason = "is already in use (another asset-gateway or server is listening there)"
+        else:
+            reason = f"cannot be opened: {exc.strerror}"
+        raise ListenError(f"{key}: {host}:{port} {reason}; set {key} or {env} to a free port") from None
+    return sock
+
+
+def open_listeners(settings: Settings) -> Listeners:
+    public = bind(settings.server.host, settings.server.port, "server.port")
+    try:
+        admin = bind(settings.admin.host, settings.admin.port, "admin.port")
+    except ListenError:
+        public.close()
+        raise
+    return Listeners(public, admin)
+
 
 def serve(settings: Settings, workers: int) -> int:
     configure_logging()
     protect_secrets(secret_values(settings))
+    try:
+        listeners = open_listeners(settings)
+    except ListenError as exc:
+        print(f"asset-gateway: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
     if workers == 1:
-        return run_async(_serve_one(settings, reuse_port=False))
-    # Each worker publishes its metrics here, so a scrape answered by any one of them covers all.
-    metrics_dir = tempfile.mkdtemp(prefix="asset-gateway-metrics-")
-    processes = [
-        multiprocessing.get_context("fork").Process(
-            target=_worker, args=(settings, metrics_dir, n), name=f"worker-{n}"
-        )
-        for n in range(workers)
-    ]
-    signal.signal(signal.SIGHUP, signal.SIG_IGN)  # a HUP while a worker starts must not kill it
-    for process in processes:
-        process.start()
+        return run_async(_serve_one(settings, listeners))
+    return Supervisor(settings, listeners, workers).run()
 
-    def forward(signum: int, _frame: object) -> None:
-        for process in processes:
-            if process.is_alive() and process.pid is not None:
+
+class Supervisor:
+    """Starts `workers` forked processes on the inherited sockets and keeps that many running."""
+
+    def __init__(self, settings: Settings, listeners: Listeners, workers: int) -> None:
+        self.settings = settings
+        self.listeners = listeners
+        self.count = workers
+        # Each worker publishes its metrics here, so a scrape answered by any one of them covers all.
+        self.metrics_dir = tempfile.mkdtemp(prefix="asset-gateway-metrics-")
+        self.processes: dict[int, BaseProcess] = {}
+        self.restart_at: dict[int, float] = {}
+        self.deaths: deque[float] = deque()
+        self.stopping = False
+        self.exit_code = 0
+
+    def run(self) -> int:
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)  # a HUP while a worker starts must not kill it
+        for index in range(self.count):
+            self._start(index)
+        signal.signal(signal.SIGTERM, self._stop)
+        signal.signal(signal.SIGINT, self._stop)
+        signal.signal(signal.SIGHUP, self._reload)  # each worker reloads its own policy
+        log.info(
+            "serving on http://%s:%s (admin http://%s:%s) with %d workers",
+            *self.listeners.public.getsockname()[:2], *self.listeners.admin.getsockname()[:2], self.count,
+        )  # fmt: skip
+        try:
+            while not self.stopping or self.processes:
+                self._watch()
+        finally:
+            shutil.rmtree(self.metrics_dir, ignore_errors=True)
+        return self.exit_code
+
+    def _watch(self) -> None:
+        """Wait for a worker to exit or a restart to fall due, and act on it."""
+        now = time.monotonic()
+        due = [when - now for when in self.restart_at.values()]
+        timeout = max(0.0, min(due)) if due else 1.0
+        by_sentinel = {process.sentinel: index for index, process in self.processes.items()}
+        for sentinel in multiprocessing.connection.wait(list(by_sentinel), timeout):
+            index = by_sentinel[sentinel]  # type: ignore[index]
+            process = self.processes.pop(index)
+            process.join()
+            self._exited(index, process)
+        now = time.monotonic()
+        for index, when in list(self.restart_at.items()):
+            if when <= now:
+                del self.restart_at[index]
+                if not self.stopping:
+                    self._start(index)
+
+    def _exited(self, index: int, process: BaseProcess) -> None:
+        SnapshotDirectory(self.metrics_dir, index).drop()  # a dead worker's counts no longer count
+        code = process.exitcode
+        if self.stopping:
+            if code not in (0, -signal.SIGTERM):
+                self.exit_code = self.exit_code or 1
+            return
+        if code == EXIT_CONFIG:
+            log.error("worker %d refused the configuration; stopping", index)
+            self._give_up(EXIT_CONFIG)
+            return
+        now = time.monotonic()
+        self.deaths.append(now)
+        while self.deaths and self.deaths[0] < now - DEATH_WINDOW:
+            self.deaths.popleft()
+        how = f"killed by {signal.Signals(-code).name}" if code is not None and code < 0 else f"exit {code}"
+        if len(self.deaths) >= MAX_DEATHS:
+            log.error(
+                "worker %d (pid %s) died (%s): %d deaths within %.0f s, stopping",
+                index, process.pid, how, len(self.deaths), DEATH_WINDOW,
+            )  # fmt: skip
+            self._give_up(1)
+            return
+        delay = min(BACKOFF_MAX, BACKOFF_FIRST * 2 ** (len(self.deaths) - 1))
+        log.error("worker %d (pid %s) died (%s); replacing it in %.2f s", index, process.pid, how, delay)
+        self.restart_at[index] = now + delay
+
+    def _start(self, index: int) -> None:
+        process = multiprocessing.get_context("fork").Process(
+            target=_worker,
+            args=(self.settings, self.listeners, self.metrics_dir, index),
+            name=f"worker-{index}",
+        )
+        process.start()
+        self.processes[index] = process
+
+    def _give_up(self, code: int) -> None:
+        self.exit_code = code
+        self._stop(signal.SIGTERM, None)
+
+    def _stop(self, signum: int, _frame: object) -> None:
+        self.stopping = True
+        self.restart_at.clear()
+        for process in self.processes.values():
+            if process.is_alive():
                 process.terminate()
 
-    def reload(signum: int, _frame: object) -> None:
-        for process in processes:
+    def _reload(self, signum: int, _frame: object) -> None:
+        for process in self.processes.values():
             if process.is_alive() and process.pid is not None:
                 os.kill(process.pid, signal.SIGHUP)
 
-    signal.signal(signal.SIGTERM, forward)
-    signal.signal(signal.SIGINT, forward)
-    signal.signal(signal.SIGHUP, reload)  # each worker reloads its own policy
-    for process in processes:
-        process.join()
-    shutil.rmtree(metrics_dir, ignore_errors=True)
-    failed = [p.exitcode for p in processes if p.exitcode not in (0, -signal.SIGTERM)]
-    return 1 if failed else 0
 
-
-def _worker(settings: Settings, metrics_dir: str, index: int) -> None:
-    sys.exit(run_async(_serve_one(settings, reuse_port=True, metrics=SnapshotDirectory(metrics_dir, index))))
+def _worker(settings: Settings, listeners: Listeners, metrics_dir: str, index: int) -> None:
+    # The parent's handlers are not this process's; the event loop installs its own.
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, signal.SIG_DFL)
+    metrics = SnapshotDirectory(metrics_dir, index)
+    sys.exit(run_async(_serve_one(settings, listeners, metrics=metrics)))
 
 
 async def _serve_one(
-    settings: Settings, *, reuse_port: bool, metrics: SnapshotDirectory | None = None
+    settings: Settings, listeners: Listeners, *, metrics: SnapshotDirectory | None = None
 ) -> int:
     try:
         gateway = build_gateway(settings)
@@ -77,23 +229,21 @@ async def _serve_one(
         for problem in exc.problems:
             print(problem, file=sys.stderr)
         print("asset-gateway: refusing to start with an invalid policy", file=sys.stderr)
-        return 2
+        return EXIT_CONFIG
     except (ConfigError, ValueError) as exc:
         print(f"asset-gateway: configuration error: {mask_secrets(str(exc))}", file=sys.stderr)
-        return 2
+        return EXIT_CONFIG
     gateway.metrics.snapshots = metrics
     public = GatewayRunner(create_public_app(gateway))
     admin = GatewayRunner(create_admin_app(gateway), name="admin")
-    for runner, host, port in (
-        (public, settings.server.host, settings.server.port),
-        (admin, settings.admin.host, settings.admin.port),
-    ):
+    for runner, sock in ((public, listeners.public), (admin, listeners.admin)):
         await runner.setup()
-        await web.TCPSite(runner, host, port, reuse_port=reuse_port).start()
-    log.info(
-        "serving on http://%s:%s (admin http://%s:%s)",
-        settings.server.host, settings.server.port, settings.admin.host, settings.admin.port,
-    )  # fmt: skip
+        await web.SockSite(runner, sock).start()
+    if metrics is None:
+        log.info(
+            "serving on http://%s:%s (admin http://%s:%s)",
+            *listeners.public.getsockname()[:2], *listeners.admin.getsockname()[:2],
+        )  # fmt: skip
     stop = asyncio.Event()
     install_stop_signals(stop)
     install_reload_signal(gateway.policy)
