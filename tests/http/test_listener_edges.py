@@ -36,7 +36,7 @@ class Listeners:
     admin: GatewayRunner
 
 
-async def _listen(
+async def listen_both(
     redis_url: str, s3: S3Server, keys: Keys, server: dict[str, object], admin: dict[str, object]
 ) -> AsyncIterator[Listeners]:
     settings = gateway_settings(
@@ -54,7 +54,7 @@ async def _listen(
 
 @pytest.fixture
 async def listeners(redis_url: str, s3_server: S3Server, keys: Keys) -> AsyncIterator[Listeners]:
-    async for running in _listen(redis_url, s3_server, keys, {}, {}):
+    async for running in listen_both(redis_url, s3_server, keys, {}, {}):
         yield running
 
 
@@ -170,7 +170,7 @@ async def test_admin_answers_are_ours_and_never_500(
 async def tight(redis_url: str, s3_server: S3Server, keys: Keys) -> AsyncIterator[Listeners]:
     """Small limits on the public listener; the admin listener keeps its own (larger) cap."""
     server = {"header_timeout": 0.5, "keepalive_timeout": 60.0, "max_connections": 3}
-    async for running in _listen(redis_url, s3_server, keys, server, {"max_connections": 50}):
+    async for running in listen_both(redis_url, s3_server, keys, server, {"max_connections": 50}):
         yield running
 
 
@@ -193,7 +193,7 @@ async def test_a_client_idle_after_an_answer_is_closed_after_keepalive(
     redis_url: str, s3_server: S3Server, keys: Keys
 ) -> None:
     server = {"header_timeout": 60.0, "keepalive_timeout": 0.5}
-    async for running in _listen(redis_url, s3_server, keys, server, {}):
+    async for running in listen_both(redis_url, s3_server, keys, server, {}):
         reader, writer = await asyncio.open_connection("127.0.0.1", running.public_port)
         writer.write(f"GET /media/a1/x.pdf HTTP/1.1\r\nHost: {LIVE}\r\n\r\n".encode())
         head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), DEADLINE)
@@ -206,7 +206,7 @@ async def test_a_slow_request_after_keepalive_gets_the_header_timeout(
     redis_url: str, s3_server: S3Server, keys: Keys
 ) -> None:
     server = {"header_timeout": 0.5, "keepalive_timeout": 60.0}
-    async for running in _listen(redis_url, s3_server, keys, server, {}):
+    async for running in listen_both(redis_url, s3_server, keys, server, {}):
         reader, writer = await asyncio.open_connection("127.0.0.1", running.public_port)
         writer.write(f"GET /media/a1/x.pdf HTTP/1.1\r\nHost: {LIVE}\r\n\r\n".encode())
         await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), DEADLINE)
