@@ -14,9 +14,10 @@ from gateway.records import ASSET_ID
 from gateway.settings import Network, Settings
 
 MAX_FILENAME_BYTES = 1024
-# A Cookie header longer than this is read as carrying no cookies: two tokens (at most 8 KB each,
-# gateway.tokens.MAX_TOKEN_BYTES) and their names fit; anything longer is not a browser we serve.
-MAX_COOKIE_HEADER = 16384
+# A Cookie header longer than this is read as carrying no cookies. The listener refuses header
+# fields past `server.max_header_size` (8 KB by default) before this runs; this is the parser's own
+# bound for listeners configured larger. Reading is linear, so the bound is about memory, not time.
+MAX_COOKIE_HEADER = 65536
 _KNOWN_PEERS = 4096  # peer addresses whose trust is remembered (a few proxies, or every client)
 _HOST = re.compile(r"(?P<name>[a-z0-9.-]+|\[[0-9a-f:.]+\])(?::(?P<port>[0-9]{1,5}))?")
 

@@ -19,6 +19,7 @@ from gateway.http.admin import create_admin_app
 from gateway.http.public import Gateway
 from gateway.http.runner import GatewayRunner
 from gateway.observability import ACCESS_LOGGER
+from gateway.records import record_from_dict
 from gateway.settings import Secret
 from tests.http.conftest import LIVE, Keys, gateway_settings, start_gateway
 from tests.servers import S3Server, free_port
@@ -239,3 +240,25 @@ async def test_a_full_public_listener_refuses_and_admin_stays_reachable(tight: L
         assert status == 503
         await asyncio.sleep(0.01)
     assert tight.public.open_connections <= 3
+
+
+# ---- the Cookie header (defect 1): read in linear time, over real HTTP
+
+
+async def test_pathological_cookie_headers_still_carry_the_session(
+    redis_url: str, s3_server: S3Server, keys: Keys
+) -> None:
+    """The CVE-2024-7592 header and 1,800 pairs, on a listener that admits headers that long: the
+    session cookie after them is read and opens an access-limited file (correct and complete)."""
+    async for running in listen_both(redis_url, s3_server, keys, {"max_header_size": 32768}, {}):
+        store = running.gateway.store.store
+        record = {"id": "lim1", "version": 1, "object_key": "objects/lim1", "filename": "l.pdf",
+                  "access_limited": {"users": ["u1"]}}  # fmt: skip
+        assert (await store.put(record_from_dict(record))).applied
+        session = keys.user_token("u1")
+        for junk in ('a="' + "\\" * 16000 + '"', "; ".join(f"c{n}=v" for n in range(1800))):
+            for cookie in (f"{junk}; gateway_session={session}", junk):
+                request = f"GET /media/lim1/l.pdf HTTP/1.1\r\nHost: {LIVE}\r\nCookie: {cookie}\r\n\r\n"
+                status, headers, _ = await exchange(running.public_port, request.encode())
+                assert status == (302 if "gateway_session" in cookie else 404)
+                assert_ours(status, headers)
