@@ -17,6 +17,7 @@ import logging
 import multiprocessing
 import multiprocessing.connection
 import os
+import resource
 import shutil
 import signal
 import socket
@@ -37,7 +38,7 @@ from gateway.observability import configure_logging, mask_secrets, protect_secre
 from gateway.policy.language import PolicyError
 from gateway.policy.reload import install_reload_signal
 from gateway.runtime import install_stop_signals, run_async
-from gateway.settings import ConfigError, Settings, secret_values
+from gateway.settings import ConfigError, Settings, listener_limits, secret_values
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +48,8 @@ DEATH_WINDOW = 60.0
 BACKOFF_FIRST = 0.25  # seconds before replacing a dead worker; doubles with each recent death
 BACKOFF_MAX = 8.0
 EXIT_CONFIG = 2  # a worker (or the parent) refused the configuration: replacing it cannot help
+# File descriptors a process needs besides its connections: Redis, S3, policy files, logs, sockets.
+RESERVED_DESCRIPTORS = 64
 
 
 class ListenError(Exception):
@@ -94,24 +97,51 @@ def open_listeners(settings: Settings) -> Listeners:
     return Listeners(public, admin)
 
 
+def ensure_descriptors(settings: Settings) -> str | None:
+    """Raise the soft open-files limit to what both listeners' connection caps need (up to the hard
+    limit); the warning to log when that is not enough: past the limit, accepting fails for every
+    listener at once and the policy watcher cannot open files, where the caps refuse only the excess.
+    Logged once the process is known to start, so a configuration error stays the only line."""
+    needed = RESERVED_DESCRIPTORS + sum(
+        listener_limits(settings, admin=admin).max_connections for admin in (False, True)
+    )
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < needed:
+        target = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
+        if target > soft:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+    if soft != resource.RLIM_INFINITY and soft < needed:
+        return (
+            f"open files are limited to {soft}, but server.max_connections and admin.max_connections "
+            f"need {needed}: lower them or raise the limit (ulimit -n), or the limit will refuse "
+            "connections first"
+        )
+    return None
+
+
 def serve(settings: Settings, workers: int) -> int:
     configure_logging()
     protect_secrets(secret_values(settings))
+    shortfall = ensure_descriptors(settings)
     try:
         listeners = open_listeners(settings)
     except ListenError as exc:
         print(f"asset-gateway: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     if workers == 1:
-        return run_async(_serve_one(settings, listeners))
-    return Supervisor(settings, listeners, workers).run()
+        return run_async(_serve_one(settings, listeners, shortfall=shortfall))
+    return Supervisor(settings, listeners, workers, shortfall).run()
 
 
 class Supervisor:
     """Starts `workers` forked processes on the inherited sockets and keeps that many running."""
 
-    def __init__(self, settings: Settings, listeners: Listeners, workers: int) -> None:
+    def __init__(
+        self, settings: Settings, listeners: Listeners, workers: int, shortfall: str | None = None
+    ) -> None:
         self.settings = settings
+        self.shortfall = shortfall
         self.listeners = listeners
         self.count = workers
         # Each worker publishes its metrics here, so a scrape answered by any one of them covers all.
@@ -133,6 +163,8 @@ class Supervisor:
             "serving on http://%s:%s (admin http://%s:%s) with %d workers",
             *self.listeners.public.getsockname()[:2], *self.listeners.admin.getsockname()[:2], self.count,
         )  # fmt: skip
+        if self.shortfall:
+            log.warning("%s", self.shortfall)
         try:
             while not self.stopping or self.processes:
                 self._watch()
@@ -221,7 +253,11 @@ def _worker(settings: Settings, listeners: Listeners, metrics_dir: str, index: i
 
 
 async def _serve_one(
-    settings: Settings, listeners: Listeners, *, metrics: SnapshotDirectory | None = None
+    settings: Settings,
+    listeners: Listeners,
+    *,
+    metrics: SnapshotDirectory | None = None,
+    shortfall: str | None = None,
 ) -> int:
     try:
         gateway = build_gateway(settings)
@@ -233,6 +269,8 @@ async def _serve_one(
     except (ConfigError, ValueError) as exc:
         print(f"asset-gateway: configuration error: {mask_secrets(str(exc))}", file=sys.stderr)
         return EXIT_CONFIG
+    if shortfall:
+        log.warning("%s", shortfall)
     gateway.metrics.snapshots = metrics
     public = GatewayRunner(create_public_app(gateway))
     admin = GatewayRunner(create_admin_app(gateway), name="admin")

@@ -172,3 +172,71 @@ def test_a_second_serve_cannot_join_a_single_process_server(redis_url: str) -> N
         assert second.returncode == 2
         assert f"server.port: 127.0.0.1:{public} is already in use" in second.stderr
         assert process.poll() is None
+
+
+def _open_files(limit: int) -> None:
+    import resource
+
+    resource.setrlimit(resource.RLIMIT_NOFILE, (limit, limit))
+
+
+def test_under_a_low_open_files_limit_the_caps_keep_health_reachable(redis_url: str) -> None:
+    """The review's case: `ulimit -n 256` and 300 idle sockets. With caps that fit the limit the
+    excess public connections get a bare 503 and /healthz and /readyz still answer."""
+    import socket
+
+    public, admin = free_port(), free_port()
+    environ = {**environment(redis_url, public, admin), "GATEWAY_SERVER_MAX_CONNECTIONS": "150",
+               "GATEWAY_ADMIN_MAX_CONNECTIONS": "20", "GATEWAY_SERVER_HEADER_TIMEOUT": "60"}  # fmt: skip
+    with tempfile.TemporaryDirectory() as directory:
+        log_path = Path(directory) / "stderr.log"
+        with log_path.open("wb") as log:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "gateway", "serve"], env=environ, stdout=subprocess.DEVNULL,
+                stderr=log, preexec_fn=lambda: _open_files(256),
+            )  # fmt: skip
+            idle: list[socket.socket] = []
+            try:
+                wait_for_port(public)
+                wait_for_port(admin)
+                refused = 0
+                for _ in range(300):
+                    sock = socket.create_connection(("127.0.0.1", public), timeout=DEADLINE)
+                    idle.append(sock)
+                # Those past the cap are answered 503 and closed by the server.
+                for sock in idle[150:]:
+                    data = sock.recv(4096)
+                    refused += data.startswith(b"HTTP/1.1 503 ")
+                assert refused >= 140
+                assert get(f"http://127.0.0.1:{admin}/healthz") == 200
+                assert get(f"http://127.0.0.1:{admin}/readyz") == 200
+                assert process.poll() is None
+                assert "open files are limited" not in log_path.read_text()
+                for sock in idle:
+                    sock.close()
+                # Once they are gone, the public listener serves again.
+                until(lambda: get(f"http://127.0.0.1:{public}/media/m1/f.pdf", Host=LIVE) == 404,
+                      "public serving again")  # fmt: skip
+            finally:
+                for sock in idle:
+                    sock.close()
+                process.send_signal(signal.SIGTERM)
+                process.wait(timeout=DEADLINE)
+            assert process.returncode == 0
+
+
+def test_a_cap_above_the_open_files_limit_is_warned_about(redis_url: str) -> None:
+    public, admin = free_port(), free_port()
+    with tempfile.TemporaryDirectory() as directory:
+        log_path = Path(directory) / "stderr.log"
+        with log_path.open("wb") as log:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "gateway", "serve"], env=environment(redis_url, public, admin),
+                stdout=subprocess.DEVNULL, stderr=log, preexec_fn=lambda: _open_files(256),
+            )  # fmt: skip
+            try:
+                until(lambda: "open files are limited to 256" in log_path.read_text(), "the warning")
+                assert "need 20064" in log_path.read_text()
+            finally:
+                process.send_signal(signal.SIGTERM)
+                process.wait(timeout=DEADLINE)
