@@ -93,12 +93,13 @@ class _GuardedRequestHandler(RequestHandler):
     def data_received(self, data: bytes) -> None:
         if self._refused:
             return
-        if self._header_timer is None and data and not self._request_in_progress and not self._messages:
-            self._arm_header_timer()  # the first bytes of a request after an idle keep-alive
         before = self._request_count
         super().data_received(data)
         if self._request_count != before:  # a whole request head arrived
             self._disarm_header_timer()
+        elif data and self._header_timer is None and not self._request_in_progress and not self._messages:
+            # Part of a request after an idle keep-alive (a whole one, the usual case, costs no timer).
+            self._arm_header_timer()
 
     def _arm_header_timer(self) -> None:
         self._disarm_header_timer()
