@@ -10,7 +10,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.http.test_admin_api import ADMIN_TOKEN, Admin, admin  # noqa: F401 - the fixture
+from tests.http.conftest import ADMIN_TOKEN, Admin
 from tests.servers import free_port
 
 
@@ -42,7 +42,7 @@ def record(version: int, **fields: object) -> str:
     return json.dumps({"version": version, "object_key": "objects/cli1", "filename": "cli.pdf", **fields})
 
 
-async def test_put_get_patch_delete(admin: Admin) -> None:  # noqa: F811 - the fixture
+async def test_put_get_patch_delete(admin: Admin) -> None:
     url = ("--admin-url", admin.url)
     created = await cli("put", "cli1", *url, stdin=record(1, draft=True))
     assert created.status == 0, created.err
@@ -66,7 +66,7 @@ async def test_put_get_patch_delete(admin: Admin) -> None:  # noqa: F811 - the f
     assert (await admin.stored("cli1") or {})["version"] == 3
 
 
-async def test_put_from_a_file(admin: Admin, tmp_path: Path) -> None:  # noqa: F811 - the fixture
+async def test_put_from_a_file(admin: Admin, tmp_path: Path) -> None:
     source = tmp_path / "record.json"
     source.write_text(record(1))
     result = await cli("put", "cli2", str(source), "--admin-url", admin.url)
@@ -74,7 +74,7 @@ async def test_put_from_a_file(admin: Admin, tmp_path: Path) -> None:  # noqa: F
     assert (await admin.stored("cli2") or {})["filename"] == "cli.pdf"
 
 
-async def test_refusals_are_readable(admin: Admin) -> None:  # noqa: F811 - the fixture
+async def test_refusals_are_readable(admin: Admin) -> None:
     url = ("--admin-url", admin.url)
     invalid = await cli("put", "cli3", *url, stdin='{"version": "one", "state": "nope"}')
     assert invalid.status == 1
