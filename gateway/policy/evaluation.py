@@ -112,7 +112,9 @@ def _decision(rule: Rule, facts: Facts, revision: str) -> Decision:
             return Decision(Action.DENY, 404, rule.name, revision)
         # Only a published, unrestricted file may be named in an answer shared caches keep.
         private = not final.live or final.access_limited.limited
-        return Decision(outcome.action, outcome.status, rule.name, revision, private=private, replacement=final)
+        return Decision(
+            outcome.action, outcome.status, rule.name, revision, private=private, replacement=final
+        )
     if outcome.action is Action.REDIRECT_TO_URL and (record is None or record.redirect_url is None):
         return Decision(Action.DENY, 404, rule.name, revision)
     return Decision(outcome.action, outcome.status, rule.name, revision, private=True)
