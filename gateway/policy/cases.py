@@ -220,7 +220,11 @@ def _parse_case(path: str, node: yaml.Node, rules: frozenset[str]) -> PolicyCase
         if not isinstance(groups, list) or not all(isinstance(g, str) for g in groups):
             raise _CaseError(line_of(fields["user"]), "user.groups: expected a list of names")
         user = UserIdentity(
-            claims["sub"], claims.get("org"), frozenset(claims.get("groups") or ()), _TOKEN_EXPIRY
+            claims["sub"],
+            claims.get("org"),
+            frozenset(claims.get("groups") or ()),
+            _TOKEN_EXPIRY,
+            _TOKEN_EXPIRY,
         )
     if "preview" in fields:
         allowed = {"sub", "draft_asset_manager_access", "in_query"}
@@ -228,7 +232,7 @@ def _parse_case(path: str, node: yaml.Node, rules: frozenset[str]) -> PolicyCase
         if not isinstance(claims.get("sub"), str):
             raise _CaseError(line_of(fields["preview"]), "preview.sub: expected a string")
         preview = PreviewIdentity(
-            claims["sub"], claims.get("draft_asset_manager_access") is True, _TOKEN_EXPIRY
+            claims["sub"], claims.get("draft_asset_manager_access") is True, _TOKEN_EXPIRY, _TOKEN_EXPIRY
         )
         in_query = claims.get("in_query") is True
 

@@ -75,10 +75,11 @@ def _facts(
     now: float,
     login_configured: bool,
 ) -> Facts:
-    # Defence in depth: an identity whose token has expired since it was cached is no identity.
-    if identity.user is not None and identity.user.expires_at < now:
+    # Defence in depth: an identity whose token has expired since it was cached is no identity
+    # (by the verifier's own measure, leeway included).
+    if identity.user is not None and not identity.user.valid_at(now):
         identity = Identity(None, identity.preview, identity.preview_from_query)
-    if identity.preview is not None and identity.preview.expires_at < now:
+    if identity.preview is not None and not identity.preview.valid_at(now):
         identity = Identity(identity.user, None, False)
     return Facts(request, identity, record, replacement, login_configured)
 
