@@ -117,7 +117,7 @@ return replies
 INVALIDATION_CHANNEL: Final = "asset-gateway:invalidate"
 KEY_PATTERN: Final = "asset:*"
 CLUSTER_WRITE_CONCURRENCY: Final = 64  # Cluster pipelines refuse scripts: concurrent calls instead
-# Seconds one read, ping or single write may take in all, retries and reconnects included: a hung
+# Seconds one read or ping may take in all, retries and reconnects included: a hung
 # Redis (stopped, partitioned) must turn into a prompt 503, not a request held for seconds.
 DEADLINE: Final = 0.9
 FORCE: Final = "*"  # the script's mode for a forced write
@@ -233,10 +233,12 @@ class RedisAssetStore:
     ) -> WriteResult:
         mode = FORCE if force else "" if base_version is None else str(base_version)
         try:
-            async with asyncio.timeout(2 * self.deadline):  # a write may have to load the script
-                await self._load_script()
-                args = [INVALIDATION_CHANNEL, mode, *_args(record)]
-                reply = await self._put(keys=[asset_key(record.id)], args=args)
+            # No overall deadline here, unlike reads: the first write loads the script on every
+            # primary, and a write that times out leaves the caller unsure whether it applied.
+            # The socket timeout still bounds each step, and a timeout is not retried.
+            await self._load_script()
+            args = [INVALIDATION_CHANNEL, mode, *_args(record)]
+            reply = await self._put(keys=[asset_key(record.id)], args=args)
         except UNAVAILABLE as exc:
             raise unavailable("put", exc) from exc
         return _write_results(reply)[0]
