@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint unit servers bench clean
+.PHONY: run test lint unit servers bench chaos clean
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
@@ -37,6 +37,11 @@ test: lint servers
 bench: $(STAMP) servers
 	@scripts/ensure-packages.sh "make bench" wrk:wrk taskset:util-linux
 	$(BIN)/python -m bench.run
+
+# The fault test for longer (CHAOS_SECONDS=120, CHAOS_READERS=6, CHAOS_IDS=8, CHAOS_CACHE_TTL=3,
+# CHAOS_SEED): prints answers checked, wrong answers, lost writes and faults injected.
+chaos: $(STAMP) servers
+	$(BIN)/python -m tests.chaos
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -88,6 +88,8 @@ def explain_failure(status: int, answer: Any, asset_id: str) -> str:
         return f"no asset {asset_id}"
     if status == 409 and error == "stale_version":
         return f"refused: the store already holds version {answer.get('current_version')} (stale_version)"
+    if status == 409 and error == "record_unreadable":
+        return f"the stored value of {asset_id} is not a record: put the whole record to repair it"
     if status == 409:
         return f"refused: {error} (current version {answer.get('current_version')}); try again"
     if status == 422:
@@ -125,6 +127,12 @@ def add_commands(commands: Any, settings_from: Any) -> None:
         sub.add_argument("id")
         sub.add_argument("file", nargs="?", default="-", help="JSON file, or - for stdin (default)")
         sub.set_defaults(run=call, method=name.upper())
+        if name == "put":
+            sub.add_argument(
+                "--force",
+                action="store_true",
+                help="ops repair: store it whatever the stored version is (audited, announced)",
+            )
     text = "mark the record deleted (a new version); the file then answers 410"
     delete = with_admin(asset.add_parser("delete", help=text, description=text))
     delete.add_argument("id")
@@ -157,6 +165,8 @@ def _call(args: argparse.Namespace, settings: Settings, method: str) -> int:
         body = sys.stdin.buffer.read() if args.file == "-" else _read(Path(args.file))
     if method == "DELETE":
         query = {"version": str(args.version)}
+    if method == "PUT" and args.force:
+        query = {"force": "true"}
     try:
         status, answer = client.call(method, args.id, body, query)
     except AdminUnreachable as exc:

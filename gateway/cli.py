@@ -170,7 +170,7 @@ def _policy_test(args: argparse.Namespace) -> int:
     cases, problems = parse_cases(policy)
     for problem in problems:
         print(problem, file=sys.stderr)
-    failed = 0
+    failed = len(problems)  # a case that cannot run (e.g. it names a missing rule) has failed
     for result in run_cases(policy, cases):
         case = result.case
         if result.passed:
@@ -185,7 +185,7 @@ def _policy_test(args: argparse.Namespace) -> int:
         print("     rule trace:")
         for step in result.trace:
             print(f"       {'MATCH' if step.matched else 'skip '} {step.rule} ({step.where}): {step.why}")
-    total = len(cases)
+    total = len(cases) + len(problems)
     print(f"{total - failed} passed, {failed} failed")
     return 1 if failed or problems else 0
 

@@ -33,14 +33,24 @@ class UserIdentity:
     sub: str
     org: str | None
     groups: frozenset[str]
-    expires_at: float
+    expires_at: float  # the token's `exp`: what a cookie made from it may live to
+    # `exp` plus the configured leeway: the one notion of "still valid" that the verifier, the
+    # policy, the answer cache and every other check use (see `valid_at`).
+    valid_until: float
+
+    def valid_at(self, now: float) -> bool:
+        return now <= self.valid_until
 
 
 @dataclass(frozen=True, slots=True)
 class PreviewIdentity:
     sub: str
     draft_asset_manager_access: bool
-    expires_at: float
+    expires_at: float  # as UserIdentity
+    valid_until: float
+
+    def valid_at(self, now: float) -> bool:
+        return now <= self.valid_until
 
 
 @dataclass(frozen=True, slots=True)

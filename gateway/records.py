@@ -15,7 +15,12 @@ ASSET_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 MAX_STRING = 1024
 MAX_URL = 2048
 MAX_LIST = 1000
-MAX_VERSION = 2**63 - 1
+# Versions a write may carry: below 2^53, so every JSON client (JavaScript's numbers included)
+# reads and sends them exactly, and a publisher has no reason to reach the top of the range. A
+# record frozen by a version out of a publisher's reach is repaired by a forced write (ops).
+MAX_VERSION = 2**53 - 1
+# Versions a stored record may carry: records written before the cap stay readable.
+STORED_MAX_VERSION = 2**63 - 1
 
 _FIELDS = (
     "id", "version", "object_key", "filename", "filename_history", "content_type", "state",
@@ -111,8 +116,9 @@ class _Checker:
         return tuple(value)
 
 
-def record_from_dict(data: object) -> AssetRecord:
-    """Validate a JSON object into an AssetRecord, or raise RecordInvalid naming each bad field."""
+def record_from_dict(data: object, *, max_version: int = MAX_VERSION) -> AssetRecord:
+    """Validate a JSON object into an AssetRecord, or raise RecordInvalid naming each bad field.
+    `max_version`: the cap for new writes by default; stored records are read with a looser one."""
     if not isinstance(data, Mapping):
         raise RecordInvalid([FieldError("(body)", "must be a JSON object")])
     check = _Checker(data)
@@ -128,8 +134,8 @@ def record_from_dict(data: object) -> AssetRecord:
     if isinstance(version, bool) or not isinstance(version, int):
         check.fail("version", "must be an integer")
         version = 0
-    elif not 0 < version <= MAX_VERSION:
-        check.fail("version", "must be a positive integer")
+    elif not 0 < version <= max_version:
+        check.fail("version", f"must be a positive integer up to {max_version}")
 
     object_key = check.string("object_key", required=True)
     filename = check.string("filename", required=True, limit=255)

@@ -88,6 +88,10 @@ class Responder:
         if action is Action.REDIRECT_TO_REPLACEMENT:
             assert decision.replacement is not None
             target = asset_path(decision.replacement.id, decision.replacement.filename)
+            if decision.private:  # it names a draft or access-limited file: for this requester only
+                response = _redirect(301, self._same_origin(origin, target), NO_STORE)
+                response.headers["X-Robots-Tag"] = "noindex"
+                return response
             return _redirect(301, self._same_origin(origin, target), REPLACEMENT_CACHE)
         if action is Action.REDIRECT_TO_DRAFT_HOST:
             return self._to_draft_host(request, origin, tokens)

@@ -213,14 +213,16 @@ class TokenVerifier:
                 org=org or None,
                 groups=frozenset(g for g in groups if g),
                 expires_at=exp,
+                valid_until=exp + self._leeway,
             )
         else:
             identity = PreviewIdentity(
                 sub=sub,
                 draft_asset_manager_access=claims.get("draft_asset_manager_access") is True,
                 expires_at=exp,
+                valid_until=exp + self._leeway,
             )
-        return _Verdict(identity, valid_from - self._leeway, exp + self._leeway)
+        return _Verdict(identity, valid_from - self._leeway, identity.valid_until)
 
 
 def new_rsa_pem_pair() -> tuple[str, str]:

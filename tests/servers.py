@@ -46,6 +46,7 @@ class RedisServer:
     port: int
     process: subprocess.Popen[bytes]
     directory: str
+    extra: tuple[str, ...] = ()  # redis-server options, kept across restarts
 
     @property
     def url(self) -> str:
@@ -59,8 +60,14 @@ class RedisServer:
     def start(self) -> None:
         """(Re)start on the same port, as an ops restart would."""
         self.stop()
-        self.process = _spawn_redis(self.port, self.directory)
+        self.process = _spawn_redis(self.port, self.directory, *self.extra)
         wait_for_port(self.port)
+
+    def kill(self) -> None:
+        """SIGKILL: no shutdown, no final save (a crash or an OOM kill)."""
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(timeout=10)
 
 
 def _spawn_redis(port: int, directory: str, *extra: str) -> subprocess.Popen[bytes]:
@@ -73,10 +80,12 @@ def _spawn_redis(port: int, directory: str, *extra: str) -> subprocess.Popen[byt
 
 
 @contextmanager
-def run_redis() -> Iterator[RedisServer]:
+def run_redis(*extra: str) -> Iterator[RedisServer]:
+    """`extra`: redis-server options, e.g. ("--appendonly", "yes") for a server that keeps
+    acknowledged writes across a kill."""
     with tempfile.TemporaryDirectory(prefix="gateway-redis-") as directory:
         port = free_port()
-        server = RedisServer(port, _spawn_redis(port, directory), directory)
+        server = RedisServer(port, _spawn_redis(port, directory, *extra), directory, extra)
         try:
             wait_for_port(port)
             yield server

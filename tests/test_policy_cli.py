@@ -211,6 +211,20 @@ def test_a_failing_case_shows_expected_got_and_the_rule_trace(tmp_path: Path) ->
     assert re.search(r"^\d+ passed, 1 failed$", run.stdout, re.MULTILINE)
 
 
+def test_a_case_naming_a_rule_that_does_not_exist_counts_as_failed(tmp_path: Path) -> None:
+    (tmp_path / "p.yaml").write_text(
+        "rules:\n  - name: a\n    then: serve\n"
+        "tests:\n  - name: t\n    request: {path: /media/a/b.pdf}\n    expect: {rule: nope}\n"
+        "  - name: u\n    request: {path: /media/a/b.pdf}\n    expect: {status: 404}\n"
+    )
+    run = gateway("policy", "test", str(tmp_path))
+    assert run.code == 1
+    assert ("p.yaml", 7, "expect.rule: no rule named 'nope' in this policy (nor default_deny)") in problems(
+        run.stderr
+    )
+    assert run.stdout.splitlines()[-1] == "1 passed, 1 failed"
+
+
 def test_a_broken_policy_fails_the_tests_with_file_line(tmp_path: Path) -> None:
     (tmp_path / "a.yaml").write_text(BROKEN)
     run = gateway("policy", "test", str(tmp_path))
@@ -281,7 +295,9 @@ def test_explain_against_redis_reads_the_record(redis_url: str) -> None:
 
     replaced = gateway("explain", "https://assets.test/media/old1/a.pdf", GATEWAY_STATE_URL=redis_url)
     assert "replacement: live → lim1 'report.pdf'" in replaced.stdout
-    assert "decision:    redirect_to_replacement → 301 (rule replaced)" in replaced.stdout
+    # The replacement is access-limited: never named on the live host (DESIGN 2.6 step 3).
+    assert "✗ final_replacement(✗ access_limited: wanted false, is true)" in replaced.stdout
+    assert "decision:    serve → 302 (rule serve; public, inline, presign s3.presign_ttl)" in replaced.stdout
 
 
 def test_explain_with_the_store_down_exits_1_and_masks_its_password() -> None:

@@ -108,7 +108,7 @@ def handmade(header: dict[str, Any], claims: dict[str, Any], sign: Any = None) -
 
 def test_valid_rs256_user_token_with_kid_from_pem(verifier: TokenVerifier, rsa_pair: RsaPair) -> None:
     identity = verifier.verify_user(rs256(rsa_pair, user_claims()), NOW)
-    assert identity == UserIdentity("user-1", "org-1", frozenset({"editors"}), NOW + 300)
+    assert identity == UserIdentity("user-1", "org-1", frozenset({"editors"}), NOW + 300, NOW + 300 + 30)
 
 
 def test_valid_rs256_user_token_from_jwks(rsa_pair: RsaPair) -> None:
@@ -131,12 +131,14 @@ def test_hs256_preview_token_draft_asset_manager_access(
     verifier: TokenVerifier, flag: object, granted: bool
 ) -> None:
     token = hs256(preview_claims(draft_asset_manager_access=flag))
-    assert verifier.verify_preview(token, NOW) == PreviewIdentity("bypass-1", granted, NOW + 300)
+    assert verifier.verify_preview(token, NOW) == PreviewIdentity(
+        "bypass-1", granted, NOW + 300, NOW + 300 + 30
+    )
 
 
 def test_user_claims_may_leave_out_org_and_groups(verifier: TokenVerifier, rsa_pair: RsaPair) -> None:
     identity = verifier.verify_user(rs256(rsa_pair, user_claims(org=DROP, groups=DROP)), NOW)
-    assert identity == UserIdentity("user-1", None, frozenset(), NOW + 300)
+    assert identity == UserIdentity("user-1", None, frozenset(), NOW + 300, NOW + 300 + 30)
 
 
 @pytest.mark.parametrize(
@@ -335,7 +337,7 @@ def test_jwks_key_error_does_not_quote_the_key() -> None:
 
 def test_mint_hs256_round_trips(verifier: TokenVerifier) -> None:
     token = mint_token(PREVIEW_KEY, preview_claims(draft_asset_manager_access=True))
-    assert verifier.verify_preview(token, NOW) == PreviewIdentity("bypass-1", True, NOW + 300)
+    assert verifier.verify_preview(token, NOW) == PreviewIdentity("bypass-1", True, NOW + 300, NOW + 300 + 30)
 
 
 def test_mint_rs256_with_private_pem_puts_kid_in_header(verifier: TokenVerifier, rsa_pair: RsaPair) -> None:

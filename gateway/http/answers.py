@@ -255,9 +255,9 @@ class AnswerCache:
             return False
         valid_until = float("inf")
         if identity.user is not None:
-            valid_until = min(valid_until, identity.user.expires_at)
+            valid_until = min(valid_until, identity.user.valid_until)
         if identity.preview is not None:
-            valid_until = min(valid_until, identity.preview.expires_at)
+            valid_until = min(valid_until, identity.preview.valid_until)
         headers = tuple(response.headers.items())
         url: str | None = None
         url_expires_at: int | None = None

@@ -26,7 +26,7 @@ from gateway.records import (
     record_from_dict,
     record_to_dict,
 )
-from gateway.state.base import StoreUnavailable, WriteResult
+from gateway.state.base import RecordUnreadable, StoreUnavailable, WriteResult
 
 log = logging.getLogger("gateway.admin")
 
@@ -50,6 +50,8 @@ async def get_asset(request: web.Request) -> web.Response:
         return json_error(404, "not_found")
     try:
         record = await request.app[GATEWAY].store.store.get(asset_id)
+    except RecordUnreadable:
+        return _unreadable()
     except StoreUnavailable:
         return _store_unavailable()
     if record is None:
@@ -59,8 +61,14 @@ async def get_asset(request: web.Request) -> web.Response:
 
 async def put_asset(request: web.Request) -> web.Response:
     """The full record. 201 when the id had no record, 200 when it replaced one or when this very
-    record was already stored (so a retried PUT is not mistaken for a stale one)."""
+    record was already stored (so a retried PUT is not mistaken for a stale one).
+
+    `?force=true` (ops only, audited): store it whatever the stored version is, e.g. to recover a
+    record a publisher froze with a version out of reach, or to lower its version again."""
     asset_id = request.match_info["asset_id"]
+    force = request.query.get("force")
+    if force not in (None, "true", "false"):
+        return _invalid([FieldError("force", "must be true or false")])
     try:
         body = await _json_object(request)
         errors: list[FieldError] = []
@@ -70,11 +78,12 @@ async def put_asset(request: web.Request) -> web.Response:
         record = _validated(body, errors)
     except _Rejected as rejected:
         return rejected.response
+    forced = force == "true"
     try:
-        result = await request.app[GATEWAY].store.put(record)
+        result = await request.app[GATEWAY].store.put(record, force=forced)
     except StoreUnavailable:
         return _store_unavailable()
-    _audit(request, record, result)
+    _audit(request, record, result, forced=forced)
     if result.unchanged:  # the same PUT again, e.g. a retry after a lost answer
         return _record_response(200, record)
     if not result.applied:
@@ -110,10 +119,8 @@ async def delete_asset(request: web.Request) -> web.Response:
     raw = request.query.get("version")
     if raw is None:
         return _invalid([FieldError("version", "is required as a query parameter: ?version=N")])
-    # Length first: int() refuses more than 4,300 digits with a ValueError (and would be slow).
-    digits = raw.isascii() and raw.isdigit() and len(raw) <= len(str(MAX_VERSION))
-    if not (digits and 0 < int(raw) <= MAX_VERSION):
-        return _invalid([FieldError("version", "must be a positive integer")])
+    if not (raw.isascii() and raw.isdigit() and len(raw) <= 16 and 0 < int(raw) <= MAX_VERSION):
+        return _invalid([FieldError("version", f"must be a positive integer up to {MAX_VERSION}")])
     version = int(raw)
 
     def deleted(current: dict[str, Any]) -> AssetRecord:
@@ -141,6 +148,8 @@ async def _read_modify_write(
             except _Rejected as rejected:
                 return rejected.response
             result = await gateway.store.put(record, base_version=current.version)
+        except RecordUnreadable:
+            return _unreadable()
         except StoreUnavailable:
             return _store_unavailable()
         _audit(request, record, result)
@@ -201,6 +210,11 @@ def _stale(result: WriteResult) -> web.Response:
     return json_error(409, "stale_version", current_version=result.current_version)
 
 
+def _unreadable() -> web.Response:
+    """The stored value is not a record: only a PUT of the whole record can repair it."""
+    return json_error(409, "record_unreadable")
+
+
 def _store_unavailable() -> web.Response:
     response = json_error(503, "store_unavailable")
     response.headers["Retry-After"] = "1"
@@ -215,8 +229,9 @@ def _record_response(status: int, record: AssetRecord) -> web.Response:
     return response
 
 
-def _audit(request: web.Request, record: AssetRecord, result: WriteResult) -> None:
-    """One line per write attempt that reached the store: who changed what, and whether it took."""
+def _audit(request: web.Request, record: AssetRecord, result: WriteResult, *, forced: bool = False) -> None:
+    """One line per write attempt that reached the store: who changed what, and whether it took.
+    A forced write is logged at WARNING with `forced: true`, so ops can find every one."""
     entry = {
         "event": "asset_write",
         "method": request.method,
@@ -227,6 +242,10 @@ def _audit(request: web.Request, record: AssetRecord, result: WriteResult) -> No
         "current_version": result.current_version,
         "remote": request.remote,
     }
+    if forced:
+        entry["forced"] = True
+        log.warning(json.dumps(entry, separators=(",", ":")))
+        return
     log.info(json.dumps(entry, separators=(",", ":")))
 
 

@@ -23,7 +23,7 @@ from gateway.policy.language import Policy
 from gateway.policy.reload import CurrentPolicy
 from gateway.responses import Responder, error_response
 from gateway.settings import Settings
-from gateway.state.base import StoreUnavailable
+from gateway.state.base import RecordUnreadable, StoreUnavailable
 from gateway.state.cache import CachedAssetStore
 from gateway.state.chain import resolve_replacement
 from gateway.state.invalidation import InvalidationListener
@@ -64,37 +64,60 @@ def request_id(request: web.Request, settings: Settings) -> str:
 async def handle_media(request: web.Request) -> web.StreamResponse:
     url = request.rel_url
     method, raw_path, raw_query = request.method, url.raw_path, url.raw_query_string
+    key: Key | None = None
+    if request.app[GATEWAY].answers is not None:
+        try:
+            key, cached = _cached_answer(request, method, raw_path, raw_query)
+        except Exception:
+            # A bug in the shortcut must not lose the request: the full evaluation still answers,
+            # logs and counts it.
+            log.exception("answer cache failed for %s; evaluating in full", raw_path[:200])
+            key, cached = None, None
+        if cached is not None:
+            return cached
+    return await answer(request, "media", method, raw_path, raw_query, render_direct, answer_key=key)
+
+
+def _cached_answer(
+    request: web.Request, method: str, raw_path: str, raw_query: str
+) -> tuple[Key | None, web.StreamResponse | None]:
+    """The answer cache's key for this request, and its stored answer (logged and counted) if
+    that is still exactly what a full evaluation would give."""
     gateway = request.app[GATEWAY]
     answers = gateway.answers
-    key: Key | None = None
-    if answers is not None:
-        started = time.perf_counter()
-        secure = request.secure
-        key = answer_key(
-            method, raw_path, raw_query, request.headers, gateway.parser.is_trusted(request.remote), secure
-        )
-        if key is not None:
-            now = gateway.clock()
-            entry = answers.lookup(key, now, gateway.policy.policy, gateway.store, gateway.responder)
-            if entry is not None:
-                gateway.store.hits += 1  # the record lookup a full evaluation makes, from the cache
-                response = answers.response(entry, now)
-                rid = request_id(request, gateway.settings)
-                response.headers["X-Request-Id"] = rid
-                decision = entry.decision
-                # The same line, field for field, as `answer` writes for a full evaluation.
-                fields: dict[str, Any] = {
-                    "request_id": rid, "method": method, "path": raw_path, "host": entry.host,
-                    "asset_id": entry.asset_id, "status": entry.status, "outcome": decision.action.value,
-                    "rule": decision.rule, "policy_revision": decision.revision,
-                }  # fmt: skip
-                if entry.subject is not None:
-                    fields["subject"] = entry.subject
-                if entry.preview is not None:
-                    fields["preview"] = entry.preview
-                _log_and_count(gateway, "media", fields, decision.rule, started)
-                return response
-    return await answer(request, "media", method, raw_path, raw_query, render_direct, answer_key=key)
+    assert answers is not None
+    started = time.perf_counter()
+    key = answer_key(
+        method,
+        raw_path,
+        raw_query,
+        request.headers,
+        gateway.parser.is_trusted(request.remote),
+        request.secure,
+    )
+    if key is None:
+        return None, None
+    now = gateway.clock()
+    entry = answers.lookup(key, now, gateway.policy.policy, gateway.store, gateway.responder)
+    if entry is None:
+        return key, None
+    gateway.store.hits += 1  # the record lookup a full evaluation makes, from the cache
+    response = answers.response(entry, now)
+    rid = request_id(request, gateway.settings)
+    response.headers["X-Request-Id"] = rid
+    decision = entry.decision
+    # The same line, field for field, as `answer` writes for a full evaluation.
+    fields: dict[str, Any] = {
+        "request_id": rid, "method": method, "path": raw_path, "host": entry.host,
+        "asset_id": entry.asset_id, "status": entry.status, "outcome": decision.action.value,
+        "rule": decision.rule, "policy_revision": decision.revision,
+    }  # fmt: skip
+    if entry.subject is not None:
+        fields["subject"] = entry.subject
+    if entry.preview is not None:
+        fields["preview"] = entry.preview
+    _log_and_count(gateway, "media", fields, decision.rule, started)
+    return key, response
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,8 +136,8 @@ class Evaluated:
 
 @dataclass(frozen=True, slots=True)
 class Refused:
-    """No decision was made: not an asset path (404), a method other than GET/HEAD (405), or the
-    state store unreachable with nothing cached (503)."""
+    """No decision was made: not an asset path (404), a method other than GET/HEAD (405), the
+    state store unreachable with nothing cached or the record unreadable (503), or a bug (500)."""
 
     status: int
     outcome: str
@@ -153,14 +176,23 @@ async def answer(
     fields: dict[str, Any] = {"request_id": rid, "method": method, "path": raw_path}
     if endpoint != "media":
         fields["endpoint"] = endpoint
-    result = await evaluate(
-        gateway, method, raw_path, raw_query, request.headers,
-        peer=request.remote, secure=request.secure, fields=fields,
-    )  # fmt: skip
+    result: Evaluated | Refused
+    try:
+        result = await evaluate(
+            gateway, method, raw_path, raw_query, request.headers,
+            peer=request.remote, secure=request.secure, fields=fields,
+        )  # fmt: skip
+    except Exception:
+        # A bug, not bad input: still one access line and one count, with the request id that
+        # ties the traceback (logged here, never sent) to the answer the client saw.
+        log.exception("request %s failed while deciding %s", rid, fields.get("asset_id", "a request"))
+        fields["outcome"] = "error"
+        result = Refused(500, "error")
     try:
         response = render(gateway, result)
     except Exception:
-        log.exception("could not build the response for %s", fields.get("asset_id", "a request"))
+        log.exception("request %s: could not build the response for %s", rid, fields.get("asset_id", "?"))
+        fields["outcome"] = "error"
         response = error_response(500)
     else:
         if answer_key is not None and gateway.answers is not None and isinstance(result, Evaluated):
@@ -230,6 +262,10 @@ async def evaluate(
         replacement = NO_REPLACEMENT
         if record is not None and record.replacement_id is not None:
             replacement = await resolve_replacement(store.get, record)
+    except RecordUnreadable:  # this id only; never served, never guessed
+        fields["outcome"] = "record_unreadable"
+        gateway.metrics.store_error()
+        return Refused(503, "record_unreadable", identity)
     except StoreUnavailable:
         fields["outcome"] = "store_unavailable"
         gateway.metrics.store_error()

@@ -3,9 +3,9 @@ expected answer. `asset-gateway policy test` and the test suite run them the sam
 
 from __future__ import annotations
 
-import asyncio
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar, cast
 from urllib.parse import unquote
 
 import yaml
@@ -22,10 +22,12 @@ from gateway.models import (
     UserIdentity,
 )
 from gateway.policy.evaluation import DEFAULT_DENY, RuleTrace, explain
-from gateway.policy.language import Policy, Problem, line_of, node_value
+from gateway.policy.language import Policy, PolicyError, Problem, line_of, node_value
 from gateway.records import RecordInvalid, record_from_dict
 from gateway.state.chain import resolve_replacement
 from gateway.urls import asset_path
+
+T = TypeVar("T")
 
 CASE_NOW = 1_700_000_000.0  # a fixed clock: cases must not depend on when they run
 _TOKEN_EXPIRY = CASE_NOW + 3600
@@ -79,12 +81,45 @@ def parse_cases(policy: Policy) -> tuple[list[PolicyCase], list[Problem]]:
     return cases, problems
 
 
+def case_failures(policy: Policy) -> list[Problem]:
+    """Every inline test case that cannot run or does not pass, as a `file:line: message` problem.
+    A case that cannot run (it names a rule that does not exist, say) counts as failed."""
+    cases, problems = parse_cases(policy)
+    for result in run_cases(policy, cases):
+        if not result.passed:
+            case = result.case
+            wrong = "; ".join(
+                f"{key} expected {wanted!r}, got {result.got.get(key)!r}"
+                for key, wanted in case.expect.items()
+                if result.got.get(key) != wanted
+            )
+            problems.append(Problem(case.file, case.line, f"test case {case.name!r} fails: {wrong}"))
+    return problems
+
+
+def require_passing_cases(policy: Policy) -> Policy:
+    """The policy, or PolicyError when one of its own test cases fails: a policy that contradicts
+    its tests must not go live, whether at start or on a hot reload."""
+    problems = case_failures(policy)
+    if problems:
+        raise PolicyError(problems)
+    return policy
+
+
 def run_cases(policy: Policy, cases: list[PolicyCase]) -> list[CaseResult]:
-    return asyncio.run(_run_all(policy, cases))
+    """Synchronous, and safe inside a running event loop (a gateway checks a policy on start)."""
+    return [_complete(run_case(policy, case)) for case in cases]
 
 
-async def _run_all(policy: Policy, cases: list[PolicyCase]) -> list[CaseResult]:
-    return [await run_case(policy, case) for case in cases]
+def _complete(coroutine: Coroutine[Any, Any, T]) -> T:
+    """The result of a coroutine that never waits: a case's records are in memory, so following
+    its replacement chain needs no event loop."""
+    try:
+        coroutine.send(None)
+    except StopIteration as done:
+        return cast(T, done.value)
+    coroutine.close()
+    raise RuntimeError("a policy test case waited for I/O")
 
 
 async def run_case(policy: Policy, case: PolicyCase) -> CaseResult:
@@ -185,7 +220,11 @@ def _parse_case(path: str, node: yaml.Node, rules: frozenset[str]) -> PolicyCase
         if not isinstance(groups, list) or not all(isinstance(g, str) for g in groups):
             raise _CaseError(line_of(fields["user"]), "user.groups: expected a list of names")
         user = UserIdentity(
-            claims["sub"], claims.get("org"), frozenset(claims.get("groups") or ()), _TOKEN_EXPIRY
+            claims["sub"],
+            claims.get("org"),
+            frozenset(claims.get("groups") or ()),
+            _TOKEN_EXPIRY,
+            _TOKEN_EXPIRY,
         )
     if "preview" in fields:
         allowed = {"sub", "draft_asset_manager_access", "in_query"}
@@ -193,7 +232,7 @@ def _parse_case(path: str, node: yaml.Node, rules: frozenset[str]) -> PolicyCase
         if not isinstance(claims.get("sub"), str):
             raise _CaseError(line_of(fields["preview"]), "preview.sub: expected a string")
         preview = PreviewIdentity(
-            claims["sub"], claims.get("draft_asset_manager_access") is True, _TOKEN_EXPIRY
+            claims["sub"], claims.get("draft_asset_manager_access") is True, _TOKEN_EXPIRY, _TOKEN_EXPIRY
         )
         in_query = claims.get("in_query") is True
 

@@ -75,10 +75,11 @@ def _facts(
     now: float,
     login_configured: bool,
 ) -> Facts:
-    # Defence in depth: an identity whose token has expired since it was cached is no identity.
-    if identity.user is not None and identity.user.expires_at < now:
+    # Defence in depth: an identity whose token has expired since it was cached is no identity
+    # (by the verifier's own measure, leeway included).
+    if identity.user is not None and not identity.user.valid_at(now):
         identity = Identity(None, identity.preview, identity.preview_from_query)
-    if identity.preview is not None and identity.preview.expires_at < now:
+    if identity.preview is not None and not identity.preview.valid_at(now):
         identity = Identity(identity.user, None, False)
     return Facts(request, identity, record, replacement, login_configured)
 
@@ -110,7 +111,11 @@ def _decision(rule: Rule, facts: Facts, revision: str) -> Decision:
         final = facts.replacement.final
         if final is None:  # the rule matched a chain with no end: nothing to send the browser to
             return Decision(Action.DENY, 404, rule.name, revision)
-        return Decision(outcome.action, outcome.status, rule.name, revision, private=False, replacement=final)
+        # Only a published, unrestricted file may be named in an answer shared caches keep.
+        private = not final.live or final.access_limited.limited
+        return Decision(
+            outcome.action, outcome.status, rule.name, revision, private=private, replacement=final
+        )
     if outcome.action is Action.REDIRECT_TO_URL and (record is None or record.redirect_url is None):
         return Decision(Action.DENY, 404, rule.name, revision)
     return Decision(outcome.action, outcome.status, rule.name, revision, private=True)

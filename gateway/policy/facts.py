@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from gateway.models import (
     ASSET_STATES,
+    NO_REPLACEMENT,
     AccessRequest,
     AssetRecord,
     Identity,
@@ -23,6 +24,16 @@ class Facts:
     record: AssetRecord | None
     replacement: Replacement
     login_configured: bool
+
+
+def about_final_replacement(facts: Facts) -> Facts | None:
+    """The same request and requester, asked about the record at the end of the replacement chain
+    as if it had been requested (None when the chain has no end). A redirect may name a file only
+    when the requester could open it, so a policy needs every record condition about that file."""
+    final = facts.replacement.final
+    if final is None:
+        return None
+    return Facts(facts.request, facts.identity, final, NO_REPLACEMENT, facts.login_configured)
 
 
 @dataclass(frozen=True, slots=True)

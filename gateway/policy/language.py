@@ -10,7 +10,7 @@ from typing import Any
 import yaml
 
 from gateway.models import Action, ServeOptions
-from gateway.policy.facts import CONDITIONS, ConditionSpec, Facts
+from gateway.policy.facts import CONDITIONS, ConditionSpec, Facts, about_final_replacement
 
 RULE_NAME = re.compile(r"[a-z][a-z0-9_]{0,63}")
 
@@ -116,7 +116,26 @@ class NoneOf:
         return not ok, f"not({text})"
 
 
-Condition = Check | AllOf | AnyOf | NoneOf
+@dataclass(frozen=True, slots=True)
+class OnFinalReplacement:
+    """`final_replacement: {...}`: conditions about the file the replacement chain ends at, with
+    the same request and requester. False when the chain has no end (missing, broken, none)."""
+
+    child: AllOf
+
+    def test(self, facts: Facts) -> bool:
+        final = about_final_replacement(facts)
+        return final is not None and self.child.test(final)
+
+    def explain(self, facts: Facts) -> tuple[bool, str]:
+        final = about_final_replacement(facts)
+        if final is None:
+            return False, "final_replacement: the replacement chain has no final record"
+        ok, text = self.child.explain(final)
+        return ok, f"final_replacement({text})"
+
+
+Condition = Check | AllOf | AnyOf | NoneOf | OnFinalReplacement
 
 
 def _show(value: object) -> str:
@@ -349,10 +368,14 @@ class FileParser:
         if key == "not":
             inner = self.condition_set(value)
             return NoneOf(inner) if inner is not None else None
+        if key == "final_replacement":
+            inner = self.condition_set(value)
+            return OnFinalReplacement(inner) if inner is not None else None
         if not isinstance(key, str) or key not in CONDITIONS:
             self.error(
                 key_node,
-                f"unknown condition {key!r} (expected one of any, all, not, {', '.join(CONDITIONS)})",
+                f"unknown condition {key!r} (expected one of any, all, not, "
+                f"{', '.join(CONDITIONS)}, final_replacement)",
             )
             return None
         spec = CONDITIONS[key]

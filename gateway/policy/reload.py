@@ -1,8 +1,9 @@
 """The policy a running process decides with, and its hot reload. The Policy object is replaced whole,
 never edited in place, so a request (which reads `policy` once) sees either the old policy or the new
 one. A change is noticed by polling the directory's content hash (no dependency, works on every
-filesystem, ConfigMap symlink swaps included) or at once on SIGHUP; an invalid edit is logged with
-`file:line`, counted, and the last good policy keeps serving."""
+filesystem, ConfigMap symlink swaps included) or at once on SIGHUP; an invalid edit, or one that
+fails its own inline test cases, is logged with `file:line`, counted, and the last good policy
+keeps serving."""
 
 from __future__ import annotations
 
@@ -12,8 +13,9 @@ import logging
 import signal
 from pathlib import Path
 
+from gateway.policy.cases import require_passing_cases
 from gateway.policy.language import Policy, PolicyError, Problem
-from gateway.policy.loading import PolicySources, load_policy, parse_sources, read_sources
+from gateway.policy.loading import PolicySources, parse_sources, read_sources
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +38,7 @@ class CurrentPolicy:
         settle: float = SETTLE,
     ) -> None:
         self.directory = Path(directory)
-        self.policy = policy if policy is not None else load_policy(self.directory)
+        self.policy = policy if policy is not None else load_tested_policy(self.directory)
         self.interval = interval
         self.settle = settle
         self.reloads = 0  # successful swaps since start
@@ -113,9 +115,19 @@ class CurrentPolicy:
         return True
 
 
+def load_tested_policy(directory: str | Path) -> Policy:
+    """Read, parse and validate a policy directory and run its inline test cases; PolicyError
+    lists every problem and every failing case."""
+    result = _parse(read_sources(directory))
+    if isinstance(result, PolicyError):
+        raise result
+    return result
+
+
 def _parse(sources: PolicySources) -> Policy | PolicyError:
+    """What a reload would swap in: a policy that loads and passes its own test cases."""
     try:
-        return parse_sources(sources)
+        return require_passing_cases(parse_sources(sources))
     except PolicyError as exc:
         return exc
 

@@ -13,6 +13,14 @@ class StoreUnavailable(RuntimeError):
     """The backing store cannot be reached; callers answer 503 rather than guess."""
 
 
+class RecordUnreadable(StoreUnavailable):
+    """The value stored for one id cannot be read as a record (a hand-made or damaged key).
+
+    A StoreUnavailable, so that id is never served (503) while every other id is unaffected;
+    a PUT of the whole record repairs it (the write script treats such a value as absent).
+    """
+
+
 @dataclass(frozen=True, slots=True)
 class WriteResult:
     applied: bool  # False: the write's version was not greater than the stored one
@@ -28,14 +36,20 @@ class AssetStore(Protocol):
         """The current record, or None. Raises StoreUnavailable."""
         ...
 
-    async def put(self, record: AssetRecord, *, base_version: int | None = None) -> WriteResult:
+    async def put(
+        self, record: AssetRecord, *, base_version: int | None = None, force: bool = False
+    ) -> WriteResult:
         """Store the record only if its version is greater than the stored one, atomically, and
-        announce its id to every gateway (gateway.state.invalidation).
+        announce its id to every gateway (gateway.state.invalidation). A stored value that cannot
+        be read as a record counts as no record, so a PUT repairs it.
 
         `base_version`: also require the stored version to be exactly this one (0: no record), so
         a read-modify-write (PATCH) cannot silently drop a write that landed in between. A refusal
         for that reason has `current_version` below the record's version; a stale write has it at
         or above.
+
+        `force`: store it whatever the stored version is (an audited ops repair of a record whose
+        version a publisher pushed out of reach); still announced like any write.
         """
         ...
 

@@ -128,9 +128,11 @@ class CachedAssetStore:
             self._cache[asset_id] = MISSING if record is None else record
         return record
 
-    async def put(self, record: AssetRecord, *, base_version: int | None = None) -> WriteResult:
+    async def put(
+        self, record: AssetRecord, *, base_version: int | None = None, force: bool = False
+    ) -> WriteResult:
         try:
-            return await self.store.put(record, base_version=base_version)
+            return await self.store.put(record, base_version=base_version, force=force)
         finally:
             # Also on failure: a timed-out write may still have been applied.
             self.invalidate(record.id)

@@ -11,7 +11,7 @@ from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel
 from redis.backoff import ExponentialBackoff
-from redis.exceptions import RedisClusterException, RedisError
+from redis.exceptions import ConnectionError, RedisClusterException, RedisError
 
 from gateway.redaction import redact_url, scrub
 from gateway.settings import ConfigError
@@ -20,8 +20,10 @@ from gateway.state.memory import MemoryAssetStore
 from gateway.state.redis import RedisAssetStore, RedisClient
 
 # Fail fast (the request answers 503 rather than hanging), then heal on its own: idle connections
-# are checked before use and a failed command is retried on a fresh connection after a short pause,
-# so a restarted Redis is picked up without restarting the gateway.
+# are checked before use and a command whose connection broke is retried on a fresh connection
+# after a short pause, so a restarted Redis is picked up without restarting the gateway. A timeout
+# is not retried: a server that did not answer in a second will not answer a retry sooner, and the
+# store bounds each call as a whole anyway (gateway.state.redis.DEADLINE).
 SOCKET_TIMEOUT = 1.0
 HEALTH_CHECK_INTERVAL = 10
 RETRIES = 2
@@ -36,7 +38,7 @@ def connection_options() -> dict[str, Any]:
         "socket_connect_timeout": SOCKET_TIMEOUT,
         "socket_timeout": SOCKET_TIMEOUT,
         "health_check_interval": HEALTH_CHECK_INTERVAL,
-        "retry": Retry(ExponentialBackoff(cap=0.1, base=0.01), RETRIES),
+        "retry": Retry(ExponentialBackoff(cap=0.1, base=0.01), RETRIES, supported_errors=(ConnectionError,)),
     }
 
 

@@ -26,8 +26,10 @@ class MemoryAssetStore:
         self.reads += 1
         return self._records.get(asset_id)
 
-    async def put(self, record: AssetRecord, *, base_version: int | None = None) -> WriteResult:
-        return self._apply(record, base_version)
+    async def put(
+        self, record: AssetRecord, *, base_version: int | None = None, force: bool = False
+    ) -> WriteResult:
+        return self._apply(record, base_version, force=force)
 
     async def put_many(self, records: Sequence[AssetRecord]) -> list[WriteResult | StoreUnavailable]:
         return [self._apply(record) for record in records]
@@ -37,10 +39,14 @@ class MemoryAssetStore:
         for start in range(0, len(records), batch_size):
             yield records[start : start + batch_size]
 
-    def _apply(self, record: AssetRecord, base_version: int | None = None) -> WriteResult:
+    def _apply(
+        self, record: AssetRecord, base_version: int | None = None, *, force: bool = False
+    ) -> WriteResult:
         current = self._records.get(record.id)
         stored = 0 if current is None else current.version
-        if current is not None and record.version <= current.version:
+        if force:
+            base_version = None
+        elif current is not None and record.version <= current.version:
             return WriteResult(applied=False, current_version=current.version, unchanged=current == record)
         if base_version is not None and stored != base_version:
             return WriteResult(applied=False, current_version=stored)

@@ -22,8 +22,8 @@ from redis.exceptions import (  # type: ignore[attr-defined, unused-ignore]  # s
 )
 
 from gateway.models import AssetRecord
-from gateway.records import RecordInvalid, record_from_dict, record_to_dict
-from gateway.state.base import StoreUnavailable, WriteResult
+from gateway.records import STORED_MAX_VERSION, RecordInvalid, record_from_dict, record_to_dict
+from gateway.state.base import RecordUnreadable, StoreUnavailable, WriteResult
 
 log = logging.getLogger(__name__)
 
@@ -47,33 +47,61 @@ UNAVAILABLE: Final = (
 )
 
 # One script for one record or a batch. Versions are compared as canonical decimal strings, not
-# Lua numbers: Lua's doubles lose precision above 2^53 and records allow versions up to 2^63 - 1.
-# ARGV: channel, base version or '' (PATCH, one key only: the stored version must still be this
-# one, '0' for none), then for each key: version, record JSON, asset id.
+# Lua numbers: Lua's doubles lose precision above 2^53 and stored records may carry versions up to
+# 2^63 - 1 (written before versions were capped, see gateway.records.MAX_VERSION).
+# ARGV: channel, mode, then for each key: version, record JSON, asset id. Mode: '' a plain PUT;
+# digits: a PATCH's base version (one key only: the stored version must still be this one, '0'
+# for none); '*' a forced write by ops, applied whatever the stored version is.
+# A stored value that cannot be a record (not a hash, a version that is not a canonical decimal,
+# a record field that is missing or not a JSON object) counts as no record, so a PUT repairs it;
+# the gateways never serve it meanwhile (gateway.state.base.RecordUnreadable).
 # Returns for each key: outcome (1 written, 0 refused, 2 this very record is already stored: a
 # repeated write, as when redis-py resends a command whose reply was lost), the version stored
-# after the call, and 1 if the record is new. The id is published from inside the script, so it is
-# announced exactly when a write is applied, with no window between the two and no extra round
+# after the call, and 1 if the key was empty. The id is published from inside the script, so it
+# is announced exactly when a write is applied, with no window between the two and no extra round
 # trip. PUBLISH has no key: a one-key call is single-slot on Cluster, where a PUBLISH reaches
 # every node; batches are sent only to a single node.
 PUT_SCRIPT: Final = """
-local channel, base = ARGV[1], ARGV[2]
+local channel, mode = ARGV[1], ARGV[2]
+local function readable_version(key, kind)
+  if kind ~= 'hash' then
+    return nil
+  end
+  local version = redis.call('HGET', key, 'version')
+  if not version or #version > 19 or not string.match(version, '^[1-9][0-9]*$') then
+    return nil
+  end
+  local stored = redis.call('HGET', key, 'record')
+  if not stored then
+    return nil
+  end
+  local ok, value = pcall(cjson.decode, stored)
+  if not ok or type(value) ~= 'table' then
+    return nil
+  end
+  return version
+end
 local replies = {}
 for i, key in ipairs(KEYS) do
   local incoming, payload, id = ARGV[3 * i], ARGV[3 * i + 1], ARGV[3 * i + 2]
-  local current = redis.call('HGET', key, 'version')
+  local kind = redis.call('TYPE', key)['ok']
+  local current = readable_version(key, kind)
   local outcome, created = 1, 0
-  if current and (#incoming < #current or (#incoming == #current and incoming <= current)) then
+  if mode ~= '*' and current
+      and (#incoming < #current or (#incoming == #current and incoming <= current)) then
     outcome = 0
     if incoming == current and redis.call('HGET', key, 'record') == payload then
       outcome = 2
     end
-  elseif base ~= '' and (current or '0') ~= base then
+  elseif mode ~= '' and mode ~= '*' and (current or '0') ~= mode then
     outcome = 0
   else
+    if kind ~= 'none' and not current then
+      redis.call('DEL', key)  -- an unreadable value: nothing of it may survive the repair
+    end
     redis.call('HSET', key, 'version', incoming, 'record', payload)
     redis.call('PUBLISH', channel, id)
-    if not current then
+    if kind == 'none' then
       created = 1
     end
     current = incoming
@@ -89,6 +117,10 @@ return replies
 INVALIDATION_CHANNEL: Final = "asset-gateway:invalidate"
 KEY_PATTERN: Final = "asset:*"
 CLUSTER_WRITE_CONCURRENCY: Final = 64  # Cluster pipelines refuse scripts: concurrent calls instead
+# Seconds one read or ping may take in all, retries and reconnects included: a hung
+# Redis (stopped, partitioned) must turn into a prompt 503, not a request held for seconds.
+DEADLINE: Final = 0.9
+FORCE: Final = "*"  # the script's mode for a forced write
 
 
 def asset_key(asset_id: str) -> str:
@@ -104,10 +136,17 @@ def unavailable(operation: str, exc: BaseException) -> StoreUnavailable:
 class RedisAssetStore:
     """One hash per asset with fields `version` and `record` (the DESIGN 2.4 JSON)."""
 
-    def __init__(self, client: RedisClient, *, also_close: Sequence[RedisClient] = ()) -> None:
+    def __init__(
+        self,
+        client: RedisClient,
+        *,
+        also_close: Sequence[RedisClient] = (),
+        deadline: float = DEADLINE,
+    ) -> None:
         """`also_close`: helper clients the store owns, e.g. the Sentinel connections."""
         self.client = client  # public: invalidation (pub/sub) reuses this connection setup
         self._also_close = tuple(also_close)
+        self.deadline = deadline
         self._put = client.register_script(PUT_SCRIPT)  # sent once, then called by SHA
         # Loaded up front rather than on the first NOSCRIPT: redis-py's Cluster client, retrying
         # many concurrent NOSCRIPT calls, loses connections and resends commands.
@@ -122,7 +161,10 @@ class RedisAssetStore:
         raw = await self._read(asset_id)
         if raw is None:
             return None
-        return record_from_dict(json.loads(raw))
+        try:
+            return record_from_dict(json.loads(raw), max_version=STORED_MAX_VERSION)
+        except (ValueError, RecursionError) as exc:  # RecordInvalid is a ValueError
+            raise _unreadable(asset_id, exc) from None
 
     def _read(self, asset_id: str) -> asyncio.Future[Any]:
         """The stored JSON of one record (None when there is none); raises StoreUnavailable.
@@ -148,15 +190,22 @@ class RedisAssetStore:
             task.add_done_callback(self._reading.discard)
 
     async def _read_batch(self, batch: dict[str, list[asyncio.Future[Any]]]) -> None:
+        """One round trip for the batch. An error that belongs to one key (WRONGTYPE: a value
+        that is not our hash) fails that id alone; only Redis failing fails them all."""
         ids = list(batch)
+        values: list[Any]
         try:
-            if len(ids) == 1:
-                values = [await self.client.hget(asset_key(ids[0]), "record")]
-            else:
-                pipe = self.client.pipeline(transaction=False)
-                for asset_id in ids:
-                    pipe.hget(asset_key(asset_id), "record")
-                values = await pipe.execute()
+            async with asyncio.timeout(self.deadline):
+                if len(ids) == 1:
+                    try:
+                        values = [await self.client.hget(asset_key(ids[0]), "record")]
+                    except ResponseError as exc:
+                        values = [exc]
+                else:
+                    pipe = self.client.pipeline(transaction=False)
+                    for asset_id in ids:
+                        pipe.hget(asset_key(asset_id), "record")
+                    values = await pipe.execute(raise_on_error=False)
         except asyncio.CancelledError:
             for futures in batch.values():
                 for future in futures:
@@ -166,18 +215,29 @@ class RedisAssetStore:
             for futures in batch.values():
                 for future in futures:
                     if not future.done():
-                        future.set_exception(_read_error(exc))
+                        future.set_exception(_read_error(exc, None))
             return
         for asset_id, value in zip(ids, values, strict=True):
+            if isinstance(value, Exception):
+                error = _read_error(value, asset_id)
+                for future in batch[asset_id]:
+                    if not future.done():
+                        future.set_exception(error)
+                continue
             for future in batch[asset_id]:
                 if not future.done():
                     future.set_result(value)
 
-    async def put(self, record: AssetRecord, *, base_version: int | None = None) -> WriteResult:
-        base = "" if base_version is None else str(base_version)
+    async def put(
+        self, record: AssetRecord, *, base_version: int | None = None, force: bool = False
+    ) -> WriteResult:
+        mode = FORCE if force else "" if base_version is None else str(base_version)
         try:
+            # No overall deadline here, unlike reads: the first write loads the script on every
+            # primary, and a write that times out leaves the caller unsure whether it applied.
+            # The socket timeout still bounds each step, and a timeout is not retried.
             await self._load_script()
-            args = [INVALIDATION_CHANNEL, base, *_args(record)]
+            args = [INVALIDATION_CHANNEL, mode, *_args(record)]
             reply = await self._put(keys=[asset_key(record.id)], args=args)
         except UNAVAILABLE as exc:
             raise unavailable("put", exc) from exc
@@ -243,7 +303,7 @@ class RedisAssetStore:
             try:
                 if isinstance(raw, Exception):  # e.g. WRONGTYPE: someone else's key under our prefix
                     raise raw
-                records.append(record_from_dict(json.loads(raw)))
+                records.append(record_from_dict(json.loads(raw), max_version=STORED_MAX_VERSION))
             except UNAVAILABLE:
                 raise
             except (ValueError, RecordInvalid, ResponseError) as exc:
@@ -253,7 +313,8 @@ class RedisAssetStore:
 
     async def ping(self) -> None:
         try:
-            await self.client.ping()
+            async with asyncio.timeout(self.deadline):
+                await self.client.ping()
         except UNAVAILABLE as exc:
             raise unavailable("ping", exc) from exc
 
@@ -266,14 +327,25 @@ class RedisAssetStore:
             await client.aclose()
 
 
-def _read_error(exc: Exception) -> Exception:
-    """What one reader of a failed batch raises: its own StoreUnavailable when Redis could not
-    serve, else the error itself (a bug or bad data surfaces as it would have alone)."""
+def _read_error(exc: Exception, asset_id: str | None) -> Exception:
+    """What one reader raises: StoreUnavailable when Redis could not serve, RecordUnreadable when
+    its own key holds something else (`asset_id` names it), else the error itself (a bug)."""
     if isinstance(exc, UNAVAILABLE):
         error = unavailable("get", exc)
         error.__cause__ = exc
         return error
+    if asset_id is not None and isinstance(exc, ResponseError):
+        return _unreadable(asset_id, exc)
     return exc
+
+
+def _unreadable(asset_id: str, exc: BaseException) -> RecordUnreadable:
+    """Logged by name only: the stored value may be anything, and it never reaches a client."""
+    log.warning(
+        "stored value for %s is not a record (%s); that id answers 503 until a PUT repairs it",
+        asset_key(asset_id), type(exc).__name__,
+    )  # fmt: skip
+    return RecordUnreadable(f"record {asset_id} unreadable: {type(exc).__name__}")
 
 
 def _args(record: AssetRecord) -> tuple[str, str, str]:

@@ -6,71 +6,21 @@ from __future__ import annotations
 import asyncio
 import json
 import random
-import secrets
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from aiohttp import ClientResponse, ClientSession, web
 
-from gateway.http.admin import MAX_BODY_BYTES, create_admin_app
+from gateway.http.admin import MAX_BODY_BYTES
 from gateway.http.assets_api import merge_patch
-from gateway.http.runner import GatewayRunner
 from gateway.records import record_from_dict
-from gateway.settings import Secret
-from tests.http.conftest import DRAFT, LIVE, Keys, RunningGateway, gateway_settings, start_gateway
-from tests.servers import RedisServer, S3Server, free_port
-
-ADMIN_TOKEN = "admin-" + secrets.token_hex(16)
-
-
-def body(asset_id: str, version: int = 1, **fields: Any) -> dict[str, Any]:
-    return {"id": asset_id, "version": version, "object_key": f"objects/{asset_id}",
-            "filename": "file.pdf", "content_type": "application/pdf", **fields}  # fmt: skip
-
-
-@dataclass
-class Admin:
-    url: str
-    session: ClientSession
-    public: RunningGateway
-
-    async def call(
-        self, method: str, asset_id: str, payload: Any = None, *, raw: bytes | None = None,
-        token: str | None = ADMIN_TOKEN, headers: dict[str, str] | None = None, **params: str,
-    ) -> tuple[int, Any, ClientResponse]:  # fmt: skip
-        sent = dict(headers or {})
-        if token is not None:
-            sent.setdefault("Authorization", f"Bearer {token}")
-        data = raw if raw is not None else (None if payload is None else json.dumps(payload).encode())
-        async with self.session.request(
-            method, f"{self.url}/assets/{asset_id}", data=data, headers=sent, params=params
-        ) as response:
-            text = await response.text()
-            return response.status, (json.loads(text) if text else None), response
-
-    async def stored(self, asset_id: str) -> dict[str, Any] | None:
-        status, answer, _ = await self.call("GET", asset_id)
-        assert status in (200, 404)
-        return answer if status == 200 else None
-
-
-@pytest.fixture
-async def admin(redis_url: str, s3_server: S3Server, keys: Keys) -> AsyncIterator[Admin]:
-    settings = gateway_settings(redis_url, s3_server, keys, admin={"token": Secret(ADMIN_TOKEN)})
-    runner, gateway, backend, base_url = await start_gateway(settings, s3_server)
-    admin_runner = GatewayRunner(create_admin_app(gateway))
-    await admin_runner.setup()
-    port = free_port()
-    await web.TCPSite(admin_runner, "127.0.0.1", port).start()
-    await asyncio.wait_for(gateway.invalidations.subscribed.wait(), 5)
-    async with ClientSession() as session:
-        public = RunningGateway(base_url, gateway, backend, s3_server, session)
-        yield Admin(f"http://127.0.0.1:{port}", session, public)
-    await admin_runner.cleanup()
-    await runner.cleanup()
-
+from tests.http.conftest import (
+    ADMIN_TOKEN,
+    DRAFT,
+    LIVE,
+    Admin,
+    body,
+)
+from tests.servers import RedisServer
 
 # ---- PUT and GET
 

@@ -10,7 +10,11 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.http.test_admin_api import ADMIN_TOKEN, Admin, admin  # noqa: F401 - the fixture
+import redis
+
+from gateway.records import MAX_VERSION
+from gateway.state.redis import asset_key
+from tests.http.conftest import ADMIN_TOKEN, DRAFT, Admin
 from tests.servers import free_port
 
 
@@ -42,7 +46,7 @@ def record(version: int, **fields: object) -> str:
     return json.dumps({"version": version, "object_key": "objects/cli1", "filename": "cli.pdf", **fields})
 
 
-async def test_put_get_patch_delete(admin: Admin) -> None:  # noqa: F811 - the fixture
+async def test_put_get_patch_delete(admin: Admin) -> None:
     url = ("--admin-url", admin.url)
     created = await cli("put", "cli1", *url, stdin=record(1, draft=True))
     assert created.status == 0, created.err
@@ -66,7 +70,7 @@ async def test_put_get_patch_delete(admin: Admin) -> None:  # noqa: F811 - the f
     assert (await admin.stored("cli1") or {})["version"] == 3
 
 
-async def test_put_from_a_file(admin: Admin, tmp_path: Path) -> None:  # noqa: F811 - the fixture
+async def test_put_from_a_file(admin: Admin, tmp_path: Path) -> None:
     source = tmp_path / "record.json"
     source.write_text(record(1))
     result = await cli("put", "cli2", str(source), "--admin-url", admin.url)
@@ -74,7 +78,7 @@ async def test_put_from_a_file(admin: Admin, tmp_path: Path) -> None:  # noqa: F
     assert (await admin.stored("cli2") or {})["filename"] == "cli.pdf"
 
 
-async def test_refusals_are_readable(admin: Admin) -> None:  # noqa: F811 - the fixture
+async def test_refusals_are_readable(admin: Admin) -> None:
     url = ("--admin-url", admin.url)
     invalid = await cli("put", "cli3", *url, stdin='{"version": "one", "state": "nope"}')
     assert invalid.status == 1
@@ -98,3 +102,27 @@ async def test_refusals_are_readable(admin: Admin) -> None:  # noqa: F811 - the 
     assert no_token.status == 2
     assert "admin.token" in no_token.err
     assert await admin.stored("cli3") is None
+
+
+async def test_put_force_recovers_a_frozen_record(admin: Admin) -> None:
+    """A publisher's version at the top of the range leaves nothing newer; ops force a write."""
+    url = ("--admin-url", admin.url)
+    top = await cli("put", "cli4", *url, stdin=record(MAX_VERSION))
+    assert top.status == 0, top.err
+    stale = await cli("put", "cli4", *url, stdin=record(2, draft=True))
+    assert stale.status == 1
+    assert f"holds version {MAX_VERSION}" in stale.err
+    forced = await cli("put", "cli4", "--force", *url, stdin=record(2, draft=True))
+    assert forced.status == 0, forced.err
+    assert (await admin.stored("cli4") or {})["version"] == 2
+    async with await admin.public.get("/media/cli4/cli.pdf") as response:
+        assert response.status == 302 and f"//{DRAFT}/" in response.headers["Location"]
+
+
+async def test_unreadable_record_is_explained(admin: Admin, redis_url: str) -> None:
+    redis.Redis.from_url(redis_url).set(asset_key("cli5"), "garbage")
+    result = await cli("get", "cli5", "--admin-url", admin.url)
+    assert result.status == 1
+    assert result.err.strip() == (
+        "asset-gateway: the stored value of cli5 is not a record: put the whole record to repair it"
+    )

@@ -33,8 +33,10 @@ from tests.servers import S3Server, free_port, wait_for_port
 ADMIN_TOKEN = "admin-token-for-policy-tests"
 INTERNAL = POLICIES / "examples" / "internal"
 RELOAD_DEADLINE = 2.0  # the promise: an edit is serving within two seconds
-OPEN = "rules:\n  - name: switch\n    when: {host: other}\n    then: {deny: 404}\n"
-BLOCK = "rules:\n  - name: switch\n    when: {host: live}\n    then: {deny: 403}\n"
+OPEN = "rules:\n  - name: switch\n    when: {user_groups: [nobody-is-in-this]}\n    then: {deny: 404}\n"
+# Blocks one group's users: a rule that leaves every inline test case of default.yaml passing, so
+# a reload accepts it (one that contradicts a case is refused, see below).
+BLOCK = "rules:\n  - name: switch\n    when: {user_groups: [blocked]}\n    then: {deny: 403}\n"
 BROKEN = "rules:\n  - name: switch\n    when: {host: live}\n    then: {deny: 999}\n"
 
 
@@ -60,6 +62,7 @@ class Served:
     running: RunningGateway
     admin_url: str
     policy_dir: Path
+    blocked: dict[str, str]  # the headers of a user in the group BLOCK refuses
 
     async def status(self, path: str, **headers: str) -> int:
         response = await self.running.get(path, **headers)
@@ -84,7 +87,8 @@ async def serve_policies(redis_url: str, s3: S3Server, keys: Keys, policy_dir: P
     await web.TCPSite(admin, "127.0.0.1", port).start()
     async with ClientSession() as session:
         running = RunningGateway(base_url, gateway, backend, s3, session)
-        yield Served(running, f"http://127.0.0.1:{port}", policy_dir)
+        blocked = {"Authorization": f"Bearer {keys.user_token('u9', groups=['blocked'])}"}
+        yield Served(running, f"http://127.0.0.1:{port}", policy_dir, blocked)
     await admin.cleanup()
     await runner.cleanup()
 
@@ -118,12 +122,12 @@ async def test_an_edit_serves_within_two_seconds_and_the_log_names_the_revision(
 ) -> None:
     await served.running.put(id="hr1", filename="a.pdf")
     old = served.running.gateway.policy.policy.revision
-    assert await served.status("/media/hr1/a.pdf") == 302
+    assert await served.status("/media/hr1/a.pdf", **served.blocked) == 302
 
     write_atomically(served.policy_dir / "00-switch.yaml", BLOCK)
 
     async def blocked() -> bool:
-        return await served.status("/media/hr1/a.pdf") == 403
+        return await served.status("/media/hr1/a.pdf", **served.blocked) == 403
 
     with caplog.at_level(logging.INFO):
         took = await eventually(blocked)
@@ -153,7 +157,7 @@ async def test_a_broken_edit_keeps_the_old_policy_and_is_reported_until_fixed(
 
         await eventually(refused)
     # The old behaviour continues...
-    assert await served.status("/media/hr2/a.pdf") == 302
+    assert await served.status("/media/hr2/a.pdf", **served.blocked) == 302
     assert current.policy.revision == good
     # ...and the error is reported with file:line: in the log, in /readyz, on the holder.
     problem = f"{switch}:4: deny: expected a status in (403, 404, 410), got 999"
@@ -166,12 +170,47 @@ async def test_a_broken_edit_keeps_the_old_policy_and_is_reported_until_fixed(
     write_atomically(switch, BLOCK)
 
     async def fixed() -> bool:
-        return await served.status("/media/hr2/a.pdf") == 403
+        return await served.status("/media/hr2/a.pdf", **served.blocked) == 403
 
     await eventually(fixed)
     status, body = await served.admin("/readyz", token=None)
     assert body["checks"]["policy"]["error"] == [] and current.last_error is None
     assert body["checks"]["policy"]["revision"] != good
+
+
+async def test_an_edit_that_fails_its_own_test_cases_is_refused_like_a_parse_error(
+    served: Served, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Deleting `draft_on_live_host` would serve drafts on the live host; its test case says so."""
+    await served.running.put(id="hr3", filename="a.pdf", draft=True)
+    current = served.running.gateway.policy
+    good = current.policy.revision
+    default = served.policy_dir / "default.yaml"
+    text = default.read_text(encoding="utf-8")
+    rule = "  - name: draft_on_live_host\n    when: {draft: true, host: live}\n"
+    rule += "    then: redirect_to_draft_host\n\n"
+    assert rule in text
+
+    with caplog.at_level(logging.ERROR, logger="gateway.policy.reload"):
+        write_atomically(default, text.replace(rule, ""))
+
+        async def refused() -> bool:
+            return current.reload_failures == 1
+
+        await eventually(refused)
+    assert current.policy.revision == good
+    response = await served.running.get("/media/hr3/a.pdf")
+    assert (response.status, urlsplit(response.headers["Location"]).hostname) == (302, DRAFT)
+    edited = text.replace(rule, "").splitlines()
+    case_line = edited.index("    expect: {status: 302, rule: draft_on_live_host}") + 1
+    missing = "expect.rule: no rule named 'draft_on_live_host' in this policy (nor default_deny)"
+    problem = f"{default}:{case_line}: {missing}"
+    assert f"policy reload failed: {problem} (still serving revision {good})" in caplog.text
+    status, body = await served.admin("/readyz", token=None)
+    assert (status, body["ready"]) == (200, True)
+    assert problem in body["checks"]["policy"]["error"]
+    async with served.running.session.get(served.admin_url + "/metrics") as metrics:
+        assert "asset_gateway_policy_reload_failures_total 1" in await metrics.text()
 
 
 async def test_requests_during_reloads_each_get_the_old_or_the_new_answer(
@@ -190,7 +229,7 @@ async def test_requests_during_reloads_each_get_the_old_or_the_new_answer(
 
     async def client() -> None:
         while flipping or len(statuses) < 200:
-            status = await served.status("/media/cc1/a.pdf")
+            status = await served.status("/media/cc1/a.pdf", **served.blocked)
             async with answered:
                 statuses.append(status)
                 answered.notify_all()
@@ -218,7 +257,7 @@ async def test_requests_during_reloads_each_get_the_old_or_the_new_answer(
     for line in lines:
         assert line["status"] == expected[line["policy_revision"]], line
     assert current.reloads >= flips
-    assert await served.status("/media/cc1/a.pdf") == 302  # the last flip (OPEN) serves
+    assert await served.status("/media/cc1/a.pdf", **served.blocked) == 302  # the last flip (OPEN) serves
 
 
 # ---- the internal example policy

@@ -74,15 +74,57 @@ async def test_replacement_cycle_is_404(running: RunningGateway) -> None:
     assert (await running.get("/media/cyc1/a.pdf")).status == 404
 
 
-async def test_replaced_by_draft_redirects_only_on_draft_host(running: RunningGateway, keys: Keys) -> None:
+async def test_replaced_by_draft_redirects_only_its_authorised_requesters_on_draft_host(
+    running: RunningGateway, keys: Keys
+) -> None:
     await running.put(id="old1", filename="a.pdf", replacement_id="new1")
-    await running.put(id="new1", filename="b.pdf", draft=True)
+    await running.put(id="new1", filename="b.pdf", draft=True, access_limited={"users": ["editor-1"]})
     live = await running.get("/media/old1/a.pdf")
     assert live.status == 302  # still serves the old file
     assert urlsplit(live.headers["Location"]).netloc == urlsplit(running.s3.endpoint_url).netloc
-    draft = await running.get("/media/old1/a.pdf", host=DRAFT)
+    anonymous = await running.get("/media/old1/a.pdf", host=DRAFT)
+    assert (anonymous.status, anonymous.headers["Location"].split("?")[0]) == (302, LOGIN_URL)
+    other = await running.get(
+        "/media/old1/a.pdf", host=DRAFT, Authorization=f"Bearer {keys.user_token('editor-2')}"
+    )
+    assert other.status == 302  # the old file, for editors: never the new one's name
+    assert "new1" not in other.headers["Location"]
+    draft = await running.get(
+        "/media/old1/a.pdf", host=DRAFT, Authorization=f"Bearer {keys.user_token('editor-1')}"
+    )
     assert draft.status == 301
     assert draft.headers["Location"] == f"http://{DRAFT}/media/new1/b.pdf"
+    assert draft.headers["Cache-Control"] == "private, no-store"
+    assert draft.headers["X-Robots-Tag"] == "noindex"
+
+
+# Defect 2 of the hardening review: a limited record replaced by another limited or draft file
+# answered anyone with a public 301 naming it.
+@pytest.mark.parametrize("final", [{"access_limited": {"users": ["u1"]}}, {"draft": True}])
+@pytest.mark.parametrize("host", [LIVE, DRAFT])
+async def test_a_replacement_is_never_named_to_someone_it_does_not_admit(
+    running: RunningGateway, keys: Keys, final: dict[str, object], host: str
+) -> None:
+    await running.put(id="lim1", filename="a.pdf", access_limited={"users": ["u1"]}, replacement_id="lim2")
+    await running.put(id="lim2", filename="secret-plan.pdf", **final)
+    strangers: list[dict[str, str]] = [{}]
+    if "access_limited" in final or host == LIVE:  # on the draft host any user may open a draft
+        strangers.append({"Authorization": f"Bearer {keys.user_token('u2')}"})
+    for headers in strangers:
+        response = await running.get("/media/lim1/a.pdf", host=host, **headers)
+        assert response.status in (302, 404)
+        assert "lim2" not in response.headers.get("Location", "")
+        assert "secret-plan" not in response.headers.get("Location", "")
+        assert "public" not in response.headers["Cache-Control"]
+    admitted = await running.get(
+        "/media/lim1/a.pdf", host=host, Authorization=f"Bearer {keys.user_token('u1')}"
+    )
+    if host == DRAFT:
+        assert admitted.status == 301
+        assert admitted.headers["Cache-Control"] == "private, no-store"
+    else:  # the live host names only published, unrestricted replacements; u1 gets lim1 itself
+        assert admitted.status == 302
+        assert "lim2" not in admitted.headers["Location"]
 
 
 # ---- 4. draft on a live host

@@ -95,12 +95,14 @@ users = st.builds(
     org=st.one_of(st.none(), st.sampled_from(ORGS)),
     groups=subset(GROUPS).map(frozenset),
     expires_at=st.floats(NOW + 1, NOW + 86_400),
+    valid_until=st.floats(NOW + 1, NOW + 86_400),
 )
 previews = st.builds(
     PreviewIdentity,
     sub=st.sampled_from(BYPASS),
     draft_asset_manager_access=st.booleans(),
     expires_at=st.floats(NOW + 1, NOW + 86_400),
+    valid_until=st.floats(NOW + 1, NOW + 86_400),
 )
 identities = st.one_of(
     st.just(ANONYMOUS),
@@ -313,10 +315,10 @@ def test_expired_tokens_count_for_nothing(
     expired = Identity(
         None
         if identity.user is None
-        else UserIdentity(identity.user.sub, identity.user.org, identity.user.groups, past),
+        else UserIdentity(identity.user.sub, identity.user.org, identity.user.groups, past, past),
         None
         if identity.preview is None
-        else PreviewIdentity(identity.preview.sub, identity.preview.draft_asset_manager_access, past),
+        else PreviewIdentity(identity.preview.sub, identity.preview.draft_asset_manager_access, past, past),
         identity.preview_from_query,
     )
     assert run_decide(request, expired, record, replacement, login_configured) == run_decide(
@@ -349,8 +351,8 @@ def test_explain_agrees_with_decide(
 def test_deleted_record_is_never_served_whoever_asks() -> None:
     """A plain table over every identity kind, as a fixed complement to the properties above."""
     record = AssetRecord("a1", 1, "objects/a1", FILENAME, deleted=True, auth_bypass_ids=("b1",))
-    user = UserIdentity("u1", "org-1", frozenset({"finance"}), NOW + 60)
-    preview = PreviewIdentity("b1", True, NOW + 60)
+    user = UserIdentity("u1", "org-1", frozenset({"finance"}), NOW + 60, NOW + 60)
+    preview = PreviewIdentity("b1", True, NOW + 60, NOW + 60)
     for host_kind in HostKind:
         request = AccessRequest("GET", "https", "h", host_kind, "a1", FILENAME, asset_path("a1", FILENAME))
         for identity in (ANONYMOUS, Identity(user=user), Identity(preview=preview), Identity(user, preview)):

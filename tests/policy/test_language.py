@@ -139,6 +139,18 @@ BROKEN = {
         5,
         "unknown condition 'colour' (expected one of any, all, not, host, method, record,",
     ),
+    "final_replacement_not_a_mapping": (
+        lines("rules:", "  - name: a", "    when:", "      final_replacement: true", "    then: serve"),
+        4,
+        "conditions must be a mapping like {host: draft, draft: true}",
+    ),
+    "final_replacement_bad_inner_condition": (
+        lines(
+            "rules:", "  - name: a", "    when:", "      final_replacement: {draft: maybe}", "    then: serve"
+        ),
+        4,
+        "draft: expected true or false, got 'maybe'",
+    ),
     "duplicate_condition": (
         lines(
             "rules:", "  - name: a", "    when:", "      host: live", "      host: draft", "    then: serve"

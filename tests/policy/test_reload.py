@@ -16,7 +16,7 @@ import pytest
 from gateway import background
 from gateway.app import build_gateway, create_public_app
 from gateway.policy import reload as reload_module
-from gateway.policy.language import Policy
+from gateway.policy.language import Policy, PolicyError
 from gateway.policy.loading import PolicySources, load_policy, read_sources
 from gateway.policy.reload import CurrentPolicy, install_reload_signal
 from gateway.settings import PoliciesSettings, Settings
@@ -102,6 +102,36 @@ async def test_an_invalid_edit_keeps_the_last_good_policy_and_is_reported(
     caplog.clear()
     assert await current.refresh() is False
     assert current.reload_failures == 1 and not caplog.records
+
+
+async def test_an_edit_that_fails_its_own_test_case_is_refused_like_an_invalid_one(
+    current: CurrentPolicy, policy_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    good = current.policy
+    case = (
+        "tests:\n  - name: nothing_is_gone\n    request: {path: /media/a/b.pdf}\n    expect: {status: 410}\n"
+    )
+    write(policy_dir, SERVE + case)  # valid YAML and rules, but the case expects 410 and gets 302
+    with caplog.at_level(logging.ERROR, logger="gateway.policy.reload"):
+        assert await current.refresh() is False
+    assert current.policy is good and current.reload_failures == 1
+    problem = (
+        f"{policy_dir / 'policy.yaml'}:5: test case 'nothing_is_gone' fails: status expected 410, got 404"
+    )
+    assert [str(p) for p in current.last_error or ()] == [problem]
+    assert caplog.records[0].getMessage().startswith(f"policy reload failed: {problem}")
+    write(policy_dir, DENY + case)  # the same case, now true
+    assert await current.refresh() is True
+    assert current.last_error is None
+
+
+def test_a_process_does_not_start_with_a_policy_that_fails_its_own_test_case(policy_dir: Path) -> None:
+    write(
+        policy_dir,
+        SERVE + "tests:\n  - name: t\n    request: {path: /media/a/b.pdf}\n    expect: {status: 410}\n",
+    )
+    with pytest.raises(PolicyError, match="test case 't' fails"):
+        CurrentPolicy(policy_dir)
 
 
 async def test_fixing_the_edit_applies_it_and_clears_the_error(
