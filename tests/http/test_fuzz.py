@@ -24,7 +24,7 @@ SEED = 20261202
 PUBLIC_REQUESTS = 3000
 ADMIN_REQUESTS = 600
 DEADLINE = 15.0  # seconds one answer may take before the test fails (it is never reached when healthy)
-IDS = ["pub1", "dr1", "lim1", "old1", "new1", "gone1", "away1", "unscanned1", "nothere"]
+IDS = ["pub1", "dr1", "lim1", "old1", "new1", "old2", "new2", "gone1", "away1", "unscanned1", "nothere"]
 
 
 @pytest.fixture
@@ -36,6 +36,8 @@ async def fuzzed(redis_url: str, s3_server: S3Server, keys: Keys) -> AsyncIterat
             {"id": "lim1", "filename": "l.pdf", "access_limited": {"users": ["u1"], "groups": ["g"]}},
             {"id": "old1", "filename": "o.pdf", "replacement_id": "new1"},
             {"id": "new1", "filename": "n.pdf", "draft": True},
+            {"id": "old2", "filename": "o2.pdf", "replacement_id": "new2"},  # a public 301
+            {"id": "new2", "filename": "n2.pdf"},
             {"id": "gone1", "filename": "g.pdf", "deleted": True},
             {"id": "away1", "filename": "w.pdf", "redirect_url": "https://www.example.org/x"},
             {"id": "unscanned1", "filename": "u.pdf", "state": "unscanned"},
