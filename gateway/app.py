@@ -11,10 +11,13 @@ from collections.abc import AsyncIterator, Callable
 from aiohttp import web
 
 from gateway.background import spawn, stop
-from gateway.http import auth_request
+from gateway.http import auth_request, oauth2
 from gateway.http.answers import ANSWER_CACHE_SIZE, AnswerCache
 from gateway.http.public import GATEWAY, Gateway, handle_media
 from gateway.http.runner import LIMITS, SERVER_HEADER
+from gateway.jwks import RemoteKeySet
+from gateway.oidc.relying_party import SignIn
+from gateway.oidc.revocation import RevokedSessions
 from gateway.parsing import RequestParser
 from gateway.policy.reload import CurrentPolicy
 from gateway.presign import Presigner, credentials_from_chain
@@ -24,10 +27,13 @@ from gateway.state.base import AssetStore
 from gateway.state.cache import CachedAssetStore
 from gateway.state.factory import open_store
 from gateway.state.invalidation import InvalidationListener
+from gateway.state.redis import RedisAssetStore
 from gateway.tokens import TokenVerifier
 
 # Seconds a starting process waits to hear invalidations before it takes traffic anyway.
 INVALIDATION_STARTUP_WAIT = 2.0
+# Seconds a starting process waits for the IdP's discovery document and keys (retried later).
+SIGN_IN_STARTUP_WAIT = 5.0
 
 log = logging.getLogger(__name__)
 
@@ -50,10 +56,24 @@ def build_gateway(
     cache = CachedAssetStore(
         backend, ttl=settings.state.cache_ttl, size=settings.state.cache_size, clock=cache_clock
     )
+    key_sets = [RemoteKeySet(k.jwks_url, pinned_alg=k.alg) for k in settings.tokens.keys if k.jwks_url]
+    signin = None
+    if settings.oidc.enabled:
+        client = backend.client if isinstance(backend, RedisAssetStore) else None
+        revocations = RevokedSessions(settings.oidc.session_ttl, client, clock=clock)
+        idp_keys = RemoteKeySet()  # its URL comes from discovery
+        key_sets.append(idp_keys)
+        signin = SignIn(settings.oidc, idp_keys, revocations, leeway=settings.tokens.leeway, clock=clock)
+    verifier = TokenVerifier(
+        settings.tokens,
+        remote=key_sets,
+        session_secrets=settings.oidc.session_secrets if signin is not None else (),
+        revoked=signin.revocations.is_revoked if signin is not None else None,
+    )
     return Gateway(
         settings=settings,
         parser=RequestParser(settings),
-        verifier=TokenVerifier(settings.tokens),
+        verifier=verifier,
         store=cache,
         policy=policy if policy is not None else CurrentPolicy(settings.policies.dir),
         responder=Responder(
@@ -61,8 +81,13 @@ def build_gateway(
             presigner or Presigner(settings.s3, credentials_from_chain(settings.s3.region)),
         ),
         invalidations=InvalidationListener(cache),
-        answers=AnswerCache(settings, answer_cache_size) if answer_cache_size > 0 else None,
+        answers=(
+            AnswerCache(settings, answer_cache_size, revoked=verifier.revoked)
+            if answer_cache_size > 0
+            else None
+        ),
         clock=clock,
+        signin=signin,
     )
 
 
@@ -73,6 +98,8 @@ def create_public_app(gateway: Gateway) -> web.Application:
     # code runs (gateway.http.runner); tokens have their own limit (gateway.tokens.MAX_TOKEN_BYTES).
     app[LIMITS] = listener_limits(gateway.settings, admin=False)
     auth_request.add_routes(app)  # nginx auth_request; before the catch-all, routes match in order
+    if gateway.signin is not None:
+        oauth2.add_routes(app)
     # Every path reaches our handler, even one with a newline in it (which `.*` would not match),
     # so every answer is ours: no-store, request id, access line.
     app.router.add_route("*", r"/{tail:[\s\S]*}", handle_media)
@@ -84,6 +111,7 @@ def create_public_app(gateway: Gateway) -> web.Application:
     app.cleanup_ctx.append(close_store)
     app.cleanup_ctx.append(_watch_policy)
     app.cleanup_ctx.append(_listen_for_invalidations)
+    app.cleanup_ctx.append(_keep_keys_and_sessions)
     app.on_response_prepare.append(_hide_server_header)
     return app
 
@@ -107,6 +135,34 @@ async def _listen_for_invalidations(app: web.Application) -> AsyncIterator[None]
         log.warning("not subscribed to invalidations yet; serving anyway, cache entries live out their TTL")
     yield
     await stop(task)
+
+
+async def _keep_keys_and_sessions(app: web.Application) -> AsyncIterator[None]:
+    """Fetched signing keys and (with [oidc]) discovery and shared session revocations: loaded
+    before traffic when the IdP answers in time, kept current in the background, stopped before
+    the store closes. An IdP that is down at start does not stop the gateway."""
+    gateway = app[GATEWAY]
+    signin = gateway.signin
+    tasks = []
+    if signin is not None:
+        await signin.provider.open()
+        tasks.append(spawn(signin.revocations.run(), name="session-revocations"))
+    try:
+        async with asyncio.timeout(SIGN_IN_STARTUP_WAIT):
+            if signin is not None:
+                await signin.prepare()
+            await asyncio.gather(*(s.refresh() for s in gateway.verifier.remote_key_sets if s.url))
+            if signin is not None:
+                await signin.revocations.subscribed.wait()
+    except TimeoutError:
+        log.warning("identity provider keys or session revocations not ready yet; serving anyway")
+    for index, source in enumerate(gateway.verifier.remote_key_sets):
+        tasks.append(spawn(source.run(), name=f"jwks-refresh-{index}"))
+    yield
+    for task in tasks:
+        await stop(task)
+    if signin is not None:
+        await signin.provider.close()
 
 
 async def _hide_server_header(request: web.Request, response: web.StreamResponse) -> None:

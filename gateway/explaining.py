@@ -131,7 +131,7 @@ async def explain_url(
             await opened.close()
     decision, trace = explain(
         request, identity, record, policy, now,
-        replacement=replacement, login_configured=bool(settings.login.url),
+        replacement=replacement, login_configured=bool(settings.login.url) or settings.oidc.enabled,
     )  # fmt: skip
     return Explanation(
         url, None, request, identity, masked, record, replacement,

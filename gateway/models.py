@@ -37,6 +37,8 @@ class UserIdentity:
     # `exp` plus the configured leeway: the one notion of "still valid" that the verifier, the
     # policy, the answer cache and every other check use (see `valid_at`).
     valid_until: float
+    sid: str | None = None  # set for the gateway's own sessions (sign-in), which can be revoked
+    issued_at: float | None = None
 
     def valid_at(self, now: float) -> bool:
         return now <= self.valid_until

@@ -61,6 +61,9 @@ class Responder:
         self._default_ttl = settings.s3.presign_ttl
         self._accel = settings.server.delivery == "accel"
         self._login_url = settings.login.url
+        # With [oidc] the gateway signs people in itself, on the host they asked (DESIGN 2.7).
+        self._sign_in = settings.oidc.enabled
+        self.login_configured = self._sign_in or bool(self._login_url)
         self._draft_host = settings.hosts.draft[0] if settings.hosts.draft else None
         self._preview_cookie = settings.tokens.preview_cookie
         self._preview_param = settings.tokens.preview_param
@@ -201,6 +204,10 @@ class Responder:
         return _redirect(302, location, NO_STORE)
 
     def _to_login(self, request: AccessRequest, origin: Origin) -> web.Response:
+        if self._sign_in:
+            back_path = request.path + (f"?{request.query}" if request.query else "")
+            start = "/oauth2/start?" + urlencode({"return_to": back_path})
+            return _redirect(302, self._same_origin(origin, start), NO_STORE)
         if not self._login_url:
             return error_response(404)
         back = self._same_origin(origin, request.path + (f"?{request.query}" if request.query else ""))

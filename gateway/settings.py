@@ -119,6 +119,7 @@ class TokenKey:
     secret: Secret | None = None  # HS* shared secret
     public_key: Secret | None = None  # PEM text (RS*/ES*/PS*/EdDSA)
     jwks: str | None = None  # JWKS JSON text; keys selected by kid
+    jwks_url: str | None = None  # fetched and refreshed at run time (gateway.jwks)
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,6 +144,24 @@ class LoginSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class OidcSettings:
+    """Sign-in through an OpenID provider (DESIGN 2.7); empty `issuer` turns it off."""
+
+    issuer: str = ""
+    client_id: str = ""
+    client_secret: Secret = field(default_factory=lambda: Secret(""))
+    scopes: tuple[str, ...] = ("openid", "profile")
+    org_claim: str = "org"
+    groups_claim: str = "groups"
+    session_ttl: int = 28800
+    session_secrets: tuple[Secret, ...] = ()
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.issuer)
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     server: ServerSettings = field(default_factory=ServerSettings)
     admin: AdminSettings = field(default_factory=AdminSettings)
@@ -152,6 +171,7 @@ class Settings:
     tokens: TokensSettings = field(default_factory=TokensSettings)
     policies: PoliciesSettings = field(default_factory=PoliciesSettings)
     login: LoginSettings = field(default_factory=LoginSettings)
+    oidc: OidcSettings = field(default_factory=OidcSettings)
     # "section.key" -> "default" | "file <path>" | "env GATEWAY_..."; for `asset-gateway config`
     sources: Mapping[str, str] = field(default_factory=dict, compare=False)
 
@@ -324,10 +344,13 @@ def _token_keys(key: str, raw: object, environ: Mapping[str, str]) -> tuple[Toke
         where = f"{key}[{index}]"
         if not isinstance(entry, dict):
             raise ConfigError(f"{where}: expected a table")
-        unknown = set(entry) - {"use", "alg", "kid", "secret", "public_key", "jwks"}
+        unknown = set(entry) - {"use", "alg", "kid", "secret", "public_key", "jwks", "jwks_url"}
         if unknown:
             raise ConfigError(f"{where}.{sorted(unknown)[0]}: unknown key")
         use = _choice("user", "preview")(f"{where}.use", entry.get("use"), environ)
+        if "jwks_url" in entry:
+            keys.append(_remote_key(where, use, entry, environ))
+            continue
         alg = _choice(*_HS, *_ASYMMETRIC)(f"{where}.alg", entry.get("alg"), environ)
         kid = entry.get("kid")
         if kid is not None:
@@ -364,6 +387,40 @@ def _token_keys(key: str, raw: object, environ: Mapping[str, str]) -> tuple[Toke
             raise ConfigError(f"{where}.alg: preview keys are HS256/384/512 shared secrets")
         keys.append(TokenKey(use, alg, kid, secret, public_key, jwks))
     return tuple(keys)
+
+
+def _remote_key(where: str, use: str, entry: dict[str, Any], environ: Mapping[str, str]) -> TokenKey:
+    """A user key set fetched from `jwks_url`. `alg` is optional: without it each key is pinned to
+    the algorithm its JWK declares (or its type implies), never to what a token's header says."""
+    if use != "user":
+        raise ConfigError(f"{where}.jwks_url: only user keys can be fetched")
+    others = {"secret", "public_key", "jwks", "kid"} & set(entry)
+    if others:
+        raise ConfigError(f"{where}.{sorted(others)[0]}: not allowed with jwks_url")
+    url = _url(("http", "https"))(f"{where}.jwks_url", entry["jwks_url"], environ)
+    if not url:
+        raise ConfigError(f"{where}.jwks_url: expected an absolute http/https URL")
+    alg = ""
+    if "alg" in entry:
+        alg = _choice(*_ASYMMETRIC)(f"{where}.alg", entry["alg"], environ)
+    return TokenKey(use, alg, jwks_url=url)
+
+
+def _secret_list(key: str, raw: object, environ: Mapping[str, str]) -> tuple[Secret, ...]:
+    secrets = tuple(_secret(key, value, environ) for value in _string_list(key, raw, environ))
+    for secret in secrets:
+        if len(secret.reveal().encode()) < 32:
+            raise ConfigError(f"{key}: expected secrets of at least 32 bytes (HS256)")
+    return secrets
+
+
+def _scopes(key: str, raw: object, environ: Mapping[str, str]) -> tuple[str, ...]:
+    scopes = _string_list(key, raw, environ)
+    if "openid" not in scopes:
+        raise ConfigError(f"{key}: expected a list that includes 'openid'")
+    if any(not scope.isascii() or not scope.isprintable() or " " in scope for scope in scopes):
+        raise ConfigError(f"{key}: expected scope names without spaces")
+    return scopes
 
 
 Parser = Callable[[str, object, Mapping[str, str]], Any]
@@ -409,6 +466,16 @@ SCHEMA: dict[str, dict[str, Parser]] = {
     },
     "policies": {"dir": _string},
     "login": {"url": _url(("http", "https"))},
+    "oidc": {
+        "issuer": _url(("http", "https")),
+        "client_id": _string,
+        "client_secret": _secret,
+        "scopes": _scopes,
+        "org_claim": _string,
+        "groups_claim": _string,
+        "session_ttl": _integer(60, 30 * 24 * 3600),
+        "session_secrets": _secret_list,
+    },
 }
 
 _SECTION_TYPES: dict[str, type] = {
@@ -420,6 +487,7 @@ _SECTION_TYPES: dict[str, type] = {
     "tokens": TokensSettings,
     "policies": PoliciesSettings,
     "login": LoginSettings,
+    "oidc": OidcSettings,
 }
 
 
@@ -528,6 +596,13 @@ def _check_consistency(settings: Settings) -> None:
     kids = [(k.use, k.kid) for k in settings.tokens.keys if k.kid]
     if len(kids) != len(set(kids)):
         raise ConfigError("tokens.keys: two keys of the same use share a kid")
+    oidc = settings.oidc
+    if oidc.enabled:
+        for name in ("client_id", "session_secrets"):
+            if not getattr(oidc, name):
+                raise ConfigError(f"oidc.{name}: required when oidc.issuer is set")
+        if not oidc.client_secret:
+            raise ConfigError("oidc.client_secret: required when oidc.issuer is set")
 
 
 def secret_values(settings: Settings) -> list[str]:
@@ -553,6 +628,8 @@ def _show(value: object) -> str:
         return _show_secret(value)
     if isinstance(value, tuple) and value and isinstance(value[0], TokenKey):
         return json.dumps([_show_key(k) for k in value])
+    if isinstance(value, tuple) and value and isinstance(value[0], Secret):
+        return json.dumps(["**********" for _ in value])
     if isinstance(value, tuple):
         return json.dumps([str(v) for v in value])
     return json.dumps(value)
@@ -584,6 +661,8 @@ def _show_secret(secret: Secret) -> str:
 
 def _show_key(key: TokenKey) -> dict[str, str]:
     shown = {"use": key.use, "alg": key.alg}
+    if key.jwks_url is not None:
+        shown["jwks_url"] = key.jwks_url
     if key.kid:
         shown["kid"] = key.kid
     if key.secret is not None:

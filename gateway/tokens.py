@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, TypeAlias
 
@@ -20,8 +21,10 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 from jwt.algorithms import Algorithm, get_default_algorithms
 from jwt.types import Options
 
+from gateway.jwks import RemoteKeySet
 from gateway.models import PreviewIdentity, UserIdentity
-from gateway.settings import TokenKey, TokensSettings
+from gateway.sessions import SESSION_ALG, SESSION_AUDIENCE, SESSION_ISSUER, session_kid
+from gateway.settings import Secret, TokenKey, TokensSettings
 
 __all__ = ["MAX_TOKEN_BYTES", "TokenVerifier", "mint_token"]
 
@@ -57,6 +60,7 @@ class _Key:
     alg: str
     kid: str | None
     key: bytes | PublicKey
+    session: bool = False  # the gateway's own session token: its issuer and audience, and a sid
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,10 +88,21 @@ class TokenVerifier:
     """Verifies user and preview tokens against the configured keys, caching verdicts.
 
     Built once per process from settings. Not thread-safe (the cache is a plain LRU); the gateway
-    uses it from a single event loop.
+    uses it from a single event loop. `remote` are user key sets fetched at run time (read from
+    memory here); `session_secrets` verify the gateway's own session tokens, which count as user
+    tokens, and `revoked` says whether such a session was revoked since (checked on every use, so
+    a cached verdict never outlives a sign-out).
     """
 
-    def __init__(self, settings: TokensSettings, cache_size: int = 10_000) -> None:
+    def __init__(
+        self,
+        settings: TokensSettings,
+        cache_size: int = 10_000,
+        *,
+        remote: Sequence[RemoteKeySet] = (),
+        session_secrets: Sequence[Secret] = (),
+        revoked: Callable[[UserIdentity], bool] | None = None,
+    ) -> None:
         if cache_size < 0:
             raise ValueError("cache_size: expected 0 or more")
         self._leeway = float(settings.leeway)
@@ -109,6 +124,14 @@ class TokenVerifier:
             "enforce_minimum_key_length": True,
         }
         self._preview_options: Options = {**self._user_options, "verify_iss": False, "verify_aud": False}
+        self._session_options: Options = {
+            **self._user_options,
+            "verify_iss": True,
+            "verify_aud": True,
+            "require": ["exp", "sub", "sid", "iat"],
+        }
+        self._remote = tuple(remote)
+        self._revoked = revoked
         self._with_kid: dict[tuple[str, str], list[_Key]] = {}
         self._without_kid: dict[str, list[_Key]] = {use: [] for use in _USES}
         for index, token_key in enumerate(settings.keys):
@@ -117,15 +140,49 @@ class TokenVerifier:
                     self._without_kid.setdefault(loaded.use, []).append(loaded)
                 else:
                     self._with_kid.setdefault((loaded.use, loaded.kid), []).append(loaded)
+        for secret in session_secrets:
+            prepared = get_default_algorithms()[SESSION_ALG].prepare_key(secret.reveal().encode())
+            kid = session_kid(secret)
+            self._with_kid.setdefault(("user", kid), []).append(
+                _Key("user", SESSION_ALG, kid, prepared, session=True)
+            )
         self._cache_size = cache_size
         # Keyed by a digest, not the token: 32 bytes per entry instead of up to 8 KB.
         self._cache: LRUCache[tuple[str, bytes], _Verdict] = LRUCache(maxsize=max(cache_size, 1))
         self.verifications = 0  # signature checks actually run (cache misses), for tests/metrics
 
     def verify_user(self, token: str, now: float) -> UserIdentity | None:
-        """The identity in a valid user token, else None."""
+        """The identity in a valid user token (or session that was not revoked), else None."""
         identity = self._verify("user", token, now)
-        return identity if isinstance(identity, UserIdentity) else None
+        if not isinstance(identity, UserIdentity):
+            return None
+        if identity.sid is not None and self._revoked is not None and self._revoked(identity):
+            return None
+        return identity
+
+    @property
+    def remote_key_sets(self) -> tuple[RemoteKeySet, ...]:
+        return self._remote
+
+    def revoked(self, identity: UserIdentity) -> bool:
+        """Whether this session was revoked (sign-out or back-channel logout) since it was made."""
+        return identity.sid is not None and self._revoked is not None and self._revoked(identity)
+
+    def unknown_remote_kid(self, token: str) -> tuple[RemoteKeySet, str | None] | None:
+        """The fetched key set that could learn the key `token` names, when no key we hold matches
+        it: the caller may refresh that set (gateway.jwks rate-limits it) and verify again."""
+        if not self._remote or len(token) > MAX_TOKEN_BYTES:
+            return None
+        try:
+            header = jwt.get_unverified_header(token)
+        except jwt.PyJWTError:
+            return None
+        kid = header.get("kid")
+        if (kid is not None and not isinstance(kid, str)) or str(header.get("alg", "")).startswith("HS"):
+            return None
+        if self._with_kid.get(("user", kid or "")) or any(source.knows(kid) for source in self._remote):
+            return None
+        return next(((s, kid) for s in self._remote if s.miss_refresh_due()), None)
 
     def verify_preview(self, token: str, now: float) -> PreviewIdentity | None:
         """The identity in a valid preview token, else None."""
@@ -164,27 +221,46 @@ class TokenVerifier:
         kid = header.get("kid")
         if kid is None:
             candidates = self._without_kid.get(use, [])
-        else:
+        elif isinstance(kid, str):
             candidates = self._with_kid.get((use, kid), [])  # an unknown kid finds nothing
+        else:
+            return None
+        if not candidates and use == "user":
+            candidates = self._remote_candidates(kid)
         if not candidates:
             return None
         for key in candidates:
             self.verifications += 1
             try:
-                claims = jwt.decode(
-                    token,
-                    key.key,
-                    algorithms=[key.alg],  # pinned by configuration, never read from the header
-                    options=self._user_options if use == "user" else self._preview_options,
-                    issuer=self._issuer if use == "user" else None,
-                    audience=self._audience if use == "user" else None,
-                )
+                if key.session:
+                    claims = jwt.decode(
+                        token, key.key, algorithms=[key.alg], options=self._session_options,
+                        issuer=SESSION_ISSUER, audience=SESSION_AUDIENCE,
+                    )  # fmt: skip
+                else:
+                    claims = jwt.decode(
+                        token,
+                        key.key,
+                        algorithms=[key.alg],  # pinned by configuration, never read from the header
+                        options=self._user_options if use == "user" else self._preview_options,
+                        issuer=self._issuer if use == "user" else None,
+                        audience=self._audience if use == "user" else None,
+                    )
             except jwt.PyJWTError:
                 continue
-            return self._verdict(use, claims)
+            return self._verdict(use, claims, session=key.session)
         return _REJECTED
 
-    def _verdict(self, use: str, claims: dict[str, Any]) -> _Verdict:
+    def _remote_candidates(self, kid: str | None) -> list[_Key]:
+        """Keys fetched at run time (gateway.jwks), each pinned to the algorithm its JWK names."""
+        found = []
+        for source in self._remote:
+            remote = source.get(kid)
+            if remote is not None:
+                found.append(_Key("user", remote.alg, remote.kid, remote.key))
+        return found
+
+    def _verdict(self, use: str, claims: dict[str, Any], *, session: bool = False) -> _Verdict:
         exp = _number(claims.get("exp"))
         if exp is None:
             return _REJECTED
@@ -208,12 +284,17 @@ class TokenVerifier:
                 groups = []
             if not isinstance(groups, list) or not all(isinstance(g, str) for g in groups):
                 return _REJECTED
+            sid = claims.get("sid") if session else None
+            if session and (not isinstance(sid, str) or not sid):
+                return _REJECTED
             identity = UserIdentity(
                 sub=sub,
                 org=org or None,
                 groups=frozenset(g for g in groups if g),
                 expires_at=exp,
                 valid_until=exp + self._leeway,
+                sid=sid,
+                issued_at=_number(claims.get("iat")) if session else None,
             )
         else:
             identity = PreviewIdentity(
@@ -279,6 +360,8 @@ def _algorithm(key: TokenKey, where: str) -> Algorithm:
 
 def _load_key(key: TokenKey, where: str) -> list[_Key]:
     """The verification key(s) one configured key provides: one, or one per JWKS entry."""
+    if key.jwks_url is not None:
+        return []  # fetched at run time: gateway.jwks
     algorithm = _algorithm(key, where)
     kid = key.kid or None
     if key.alg.startswith("HS"):

@@ -25,13 +25,13 @@ Keys hold token strings: bounded in count and in characters, and never logged.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Final
 
 from aiohttp import web
 from cachetools import LRUCache
 
-from gateway.models import AccessRequest, Action, AssetRecord, Decision, Identity
+from gateway.models import AccessRequest, Action, AssetRecord, Decision, Identity, UserIdentity
 from gateway.parsing import RawTokens
 from gateway.policy.language import Policy
 from gateway.presign import REUSE_FRACTION, signing_window
@@ -74,6 +74,7 @@ class CachedAnswer:
         "policy",
         "preview",
         "record",
+        "session",
         "status",
         "subject",
         "url",
@@ -101,6 +102,7 @@ class CachedAnswer:
         host: str,
         subject: str | None,
         preview: str | None,
+        session: UserIdentity | None = None,
     ) -> None:
         self.policy = policy
         self.record = record  # the cached AssetRecord object, or MISSING
@@ -120,6 +122,7 @@ class CachedAnswer:
         self.host = host
         self.subject = subject
         self.preview = preview
+        self.session = session  # the revocable session the answer was made for, if any
 
 
 def answer_key(
@@ -169,8 +172,16 @@ def tokens_settled(tokens: RawTokens, identity: Identity, verifier: TokenVerifie
 class AnswerCache:
     """A bounded LRU of finished answers. One event loop owns it (not thread-safe)."""
 
-    def __init__(self, settings: Settings, size: int = ANSWER_CACHE_SIZE) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        size: int = ANSWER_CACHE_SIZE,
+        *,
+        revoked: Callable[[UserIdentity], bool] | None = None,
+    ) -> None:
         self._entries: LRUCache[Key, CachedAnswer] = LRUCache(maxsize=max(size, 1))
+        # A session revoked after its answer was stored must not be served from here.
+        self._revoked = revoked
         self._default_ttl = settings.s3.presign_ttl
         self.hits = 0
         self.stored = 0
@@ -198,6 +209,7 @@ class AnswerCache:
             entry.valid_from <= now < entry.valid_until
             and entry.policy is policy
             and store.peek(entry.asset_id) is entry.record
+            and (entry.session is None or self._revoked is None or not self._revoked(entry.session))
             and (
                 entry.url is None
                 or (
@@ -300,6 +312,7 @@ class AnswerCache:
             host=access.host,
             subject=identity.user.sub if identity.user is not None else None,
             preview=identity.preview.sub if identity.preview is not None else None,
+            session=identity.user if identity.user is not None and identity.user.sid is not None else None,
         )
         self.stored += 1
         return True

@@ -13,10 +13,11 @@ from typing import Any
 from aiohttp import web
 
 from gateway.http.answers import AnswerCache, Key, answer_key
-from gateway.identify import identify
+from gateway.identify import identify, learn_user_keys
 from gateway.metrics import Metrics
 from gateway.models import NO_REPLACEMENT, AccessRequest, AssetRecord, Decision, Identity
 from gateway.observability import log_access, new_request_id
+from gateway.oidc.relying_party import SignIn
 from gateway.parsing import MethodNotAllowed, NotAnAsset, Origin, RawTokens, RequestParser, is_trusted
 from gateway.policy.evaluation import decide
 from gateway.policy.language import Policy
@@ -48,6 +49,7 @@ class Gateway:
     # Finished answers of warm /media requests (gateway.http.answers); None turns it off.
     answers: AnswerCache | None = None
     clock: Callable[[], float] = time.time  # the time decisions are made at (tests inject one)
+    signin: SignIn | None = None  # `/oauth2/*` when [oidc] is set (gateway.http.oauth2)
 
 
 GATEWAY = web.AppKey("gateway", Gateway)
@@ -255,6 +257,8 @@ async def evaluate(
 
     now = gateway.clock()
     identity = identify(tokens, gateway.verifier, now)
+    if identity.user is None and tokens.user and await learn_user_keys(tokens.user, gateway.verifier):
+        identity = identify(tokens, gateway.verifier, now)  # the IdP rotated its keys
     store = gateway.store
     record: AssetRecord | None
     try:
@@ -274,6 +278,6 @@ async def evaluate(
     policy = gateway.policy.policy
     decision = decide(
         access, identity, record, policy, now,
-        replacement=replacement, login_configured=bool(gateway.settings.login.url),
+        replacement=replacement, login_configured=gateway.responder.login_configured,
     )  # fmt: skip
     return Evaluated(decision, access, origin, identity, tokens, record, now, policy)
