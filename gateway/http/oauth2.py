@@ -145,6 +145,9 @@ async def callback(request: web.Request) -> web.Response:
         return refused(exc.code)
     except ProviderError as exc:
         return refused(f"provider_{exc.code}")
+    except Exception:
+        log.exception("sign-in callback failed")
+        return refused("internal_error")
     response = _redirect(_base(origin) + signed_in.return_to)
     _forget_flow(response, cookie_name, secure)
     response.set_cookie(

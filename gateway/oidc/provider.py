@@ -4,6 +4,7 @@ sign-in is here, with timeouts and size limits; answers are checked before anyth
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import logging
 import time
@@ -149,8 +150,8 @@ class Provider:
             form.update(client_id=self._client_id, client_secret=self._client_secret)
         else:
             # RFC 6749 2.3.1: each part form-encoded before it is joined and base64-encoded.
-            basic = aiohttp.BasicAuth(quote(self._client_id, safe=""), quote(self._client_secret, safe=""))
-            headers["Authorization"] = basic.encode()
+            pair = f"{quote(self._client_id, safe='')}:{quote(self._client_secret, safe='')}"
+            headers["Authorization"] = "Basic " + base64.b64encode(pair.encode()).decode("ascii")
         answer = await self._send("POST", metadata.token_endpoint, data=form, headers=headers)
         if not isinstance(answer.get("id_token"), str):
             raise ProviderError("no_id_token")
