@@ -60,7 +60,9 @@ class Browser:
         await response.read()
         return response
 
-    async def follow(self, url: str, *, until: Callable[[str], bool] | None = None, limit: int = 15) -> ClientResponse:
+    async def follow(
+        self, url: str, *, until: Callable[[str], bool] | None = None, limit: int = 15
+    ) -> ClientResponse:
         """GET `url` and follow redirects; stops at a non-redirect or a Location `until` accepts."""
         response = await self.get(url)
         for _ in range(limit):
@@ -221,6 +223,24 @@ async def start_sign_in_gateway(
 def limited_to(**lists: list[str]) -> dict[str, Any]:
     """Record fields limiting access, e.g. `limited_to(groups=["finance"])`."""
     return {"access_limited": {"users": [], "organisations": [], "groups": [], **lists}}
+
+
+@pytest.fixture(autouse=True)
+def _access_log(caplog: pytest.LogCaptureFixture) -> None:
+    """Access lines are captured, so tests can read why a sign-in was refused."""
+    from gateway.observability import ACCESS_LOGGER
+
+    caplog.set_level("INFO", logger=ACCESS_LOGGER)
+
+
+def refusals(caplog: pytest.LogCaptureFixture) -> list[str]:
+    """The reasons of the sign-in refusals in the access log so far."""
+    import json
+
+    from gateway.observability import ACCESS_LOGGER
+
+    lines = [json.loads(r.getMessage()) for r in caplog.records if r.name == ACCESS_LOGGER]
+    return [line["reason"] for line in lines if line.get("outcome") in ("sign_in_refused", "logout_refused")]
 
 
 def query_of(location: str) -> dict[str, str]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from urllib.parse import quote, urlencode, urlsplit, urlunsplit
+from urllib.parse import quote, urlencode, urljoin, urlsplit, urlunsplit
 
 import jwt
 import pytest
@@ -25,6 +25,7 @@ from tests.oidc.conftest import (
     is_s3,
     limited_to,
     query_of,
+    refusals,
 )
 from tests.waiting import until
 
@@ -39,7 +40,9 @@ async def read_file(browser: Browser, response_to_s3: object) -> bytes:
         return await answer.read()
 
 
-async def test_sign_in_opens_an_access_limited_draft(start_sign_in_gateway: GatewayFactory, browser_factory) -> None:
+async def test_sign_in_opens_an_access_limited_draft(
+    start_sign_in_gateway: GatewayFactory, browser_factory
+) -> None:
     gateway = await start_sign_in_gateway()
     path = await gateway.put("f1n4nc", "budget.pdf", **FINANCE_DRAFT)
     browser: Browser = await browser_factory()
@@ -62,3 +65,190 @@ async def test_sign_in_opens_an_access_limited_draft(start_sign_in_gateway: Gate
     assert claims["sub"] == "ada" and claims["groups"] == ["finance"] and claims["org"] == "hmt"
     assert claims["iss"] == "asset-gateway" and claims["sid"]
     assert 0 < claims["exp"] - time.time() <= 28800
+
+
+async def test_a_user_not_on_the_list_gets_404(
+    start_sign_in_gateway: GatewayFactory, browser_factory
+) -> None:
+    gateway = await start_sign_in_gateway()
+    path = await gateway.put("n0tf0r", "budget.pdf", **FINANCE_DRAFT)
+    browser: Browser = await browser_factory()
+    landed = await browser.open_signed_in(gateway.url(path), "bob")
+    assert landed.status == 404
+    assert "gateway_session" in {m.key for m in browser.session.cookie_jar}  # bob is signed in
+
+
+RETURN_TO_TRICKS = [
+    "https://evil.example/",
+    "http://evil.example",
+    "//evil.example/x",
+    "/\\evil.example",
+    "\\\\evil.example",
+    "/%2f%2fevil.example",
+    "/%2F%2Fevil.example",
+    "/%5cevil.example",
+    "/%252f%252fevil.example",
+    "javascript:alert(1)",
+    "/media/x\r\nSet-Cookie: a=b",
+    "/\tevil",
+    "evil.example",
+    "",
+]
+
+
+@pytest.mark.parametrize("trick", RETURN_TO_TRICKS)
+async def test_return_to_never_leaves_the_host(
+    trick: str, start_sign_in_gateway: GatewayFactory, browser_factory
+) -> None:
+    gateway = await start_sign_in_gateway()
+    browser: Browser = await browser_factory()
+    back = await sign_in_and_return(browser, gateway.url("/oauth2/start?" + urlencode({"return_to": trick})))
+    assert back.status == 302  # type: ignore[attr-defined]
+    assert back.headers["Location"] == gateway.url("/")
+
+
+async def test_return_to_keeps_a_plain_path_and_query(
+    start_sign_in_gateway: GatewayFactory, browser_factory
+) -> None:
+    gateway = await start_sign_in_gateway()
+    browser: Browser = await browser_factory()
+    target = "/media/abc123/a%20b.pdf?x=1&y=2"
+    back = await sign_in_and_return(browser, gateway.url("/oauth2/start?" + urlencode({"return_to": target})))
+    assert back.headers["Location"] == gateway.url(target)
+
+
+async def authorization_request(browser: Browser, gateway_url: str) -> str:
+    """Start a sign-in and return the IdP authorization URL it sends the browser to."""
+    start = await browser.get(gateway_url)
+    assert start.status == 302
+    return start.headers["Location"]
+
+
+async def callback_url(browser: Browser, authorize: str, user: str = "ada") -> str:
+    """Sign in at the IdP for `authorize`; return the gateway callback URL it redirects to."""
+
+    def back_or_login(location: str) -> bool:
+        return "/interaction/" in location or "/oauth2/callback" in location
+
+    response = await browser.follow(authorize, until=back_or_login)
+    location = urljoin(str(response.url), response.headers["Location"])
+    if "/interaction/" in location:
+        response = await browser.sign_in_at_idp(await browser.get(location), user)
+        response = await browser.follow(
+            urljoin(str(response.url), response.headers["Location"]),
+            until=lambda location: "/oauth2/callback" in location,
+        )
+        location = response.headers["Location"]
+    assert "/oauth2/callback" in location, location
+    return location
+
+
+async def sign_in_and_return(browser: Browser, start_url: str, user: str = "ada") -> object:
+    """The gateway's answer to the callback of a sign-in begun at `start_url`."""
+    return await browser.get(
+        await callback_url(browser, await authorization_request(browser, start_url), user)
+    )
+
+
+async def test_forged_and_replayed_state_get_400_and_no_session(
+    start_sign_in_gateway: GatewayFactory, browser_factory, caplog: pytest.LogCaptureFixture
+) -> None:
+    gateway = await start_sign_in_gateway()
+    browser: Browser = await browser_factory()
+    callback = await callback_url(browser, await authorization_request(browser, gateway.url("/oauth2/start")))
+
+    params = query_of(callback)
+    forged = callback.replace(params["state"], "A" * 43)
+    refused = await browser.get(forged)
+    assert refused.status == 400 and browser.cookie("gateway_session", DRAFT) is None
+    assert "A" * 43 not in await refused.text()
+
+    done = await browser.get(callback)
+    assert done.status == 302 and browser.cookie("gateway_session", DRAFT) is not None
+
+    other: Browser = await browser_factory()  # the same callback URL in another browser
+    assert (await other.get(callback)).status == 400
+    assert other.cookie("gateway_session", DRAFT) is None
+    browser.session.cookie_jar.clear_domain(DRAFT)
+    replayed = await browser.get(callback)  # the flow cookie is gone after its one use
+    assert replayed.status == 400 and browser.cookie("gateway_session", DRAFT) is None
+    assert refusals(caplog) == ["no_flow_cookie"] * 3
+
+
+async def test_state_of_one_flow_with_the_cookie_of_another_is_refused(
+    start_sign_in_gateway: GatewayFactory, browser_factory, caplog: pytest.LogCaptureFixture
+) -> None:
+    gateway = await start_sign_in_gateway()
+    browser: Browser = await browser_factory()
+    first = await authorization_request(browser, gateway.url("/oauth2/start"))
+    second = await authorization_request(browser, gateway.url("/oauth2/start"))
+    callback = await callback_url(browser, second)
+    # Both flow cookies are present (two tabs); each is bound to its own state.
+    assert len([m for m in browser.session.cookie_jar if m.key.startswith("oauth2_flow_")]) == 2
+    swapped = callback.replace(query_of(callback)["state"], query_of(first)["state"])
+    assert (await browser.get(swapped)).status == 400
+    assert browser.cookie("gateway_session", DRAFT) is None
+    assert refusals(caplog) == ["provider_http_400"]  # the code belongs to the other flow's PKCE
+
+
+def with_param(url: str, name: str, value: str) -> str:
+    parts = urlsplit(url)
+    query = {**query_of(url), name: value}
+    return urlunsplit(parts._replace(query=urlencode(query, quote_via=quote)))
+
+
+async def test_a_wrong_nonce_gets_no_session(
+    start_sign_in_gateway: GatewayFactory, browser_factory, caplog: pytest.LogCaptureFixture
+) -> None:
+    gateway = await start_sign_in_gateway()
+    browser: Browser = await browser_factory()
+    authorize = await authorization_request(browser, gateway.url("/oauth2/start"))
+    tampered = with_param(authorize, "nonce", "a-nonce-this-browser-never-got")
+    callback = await callback_url(browser, tampered)
+    answer = await browser.get(callback)
+    assert answer.status == 400
+    assert browser.cookie("gateway_session", DRAFT) is None
+    assert refusals(caplog) == ["nonce_mismatch"]
+
+
+async def test_an_id_token_for_another_client_is_refused(
+    start_sign_in_gateway: GatewayFactory,
+    browser_factory,
+    world: SignInWorld,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    gateway = await start_sign_in_gateway()
+    browser: Browser = await browser_factory()
+    # Through the gateway: the code was issued to another client, so it gets no session.
+    authorize = await authorization_request(browser, gateway.url("/oauth2/start"))
+    callback = await callback_url(browser, with_param(authorize, "client_id", OTHER_CLIENT_ID))
+    assert (await browser.get(callback)).status == 400
+    assert browser.cookie("gateway_session", DRAFT) is None
+    assert refusals(caplog) == ["provider_http_400"]  # invalid_grant: the code is not ours
+
+    # A real ID token the IdP signed for the other client, given to our verification.
+    authorize = await authorization_request(browser, gateway.url("/oauth2/start"))
+    nonce = query_of(authorize)["nonce"]
+    callback = await callback_url(browser, with_param(authorize, "client_id", OTHER_CLIENT_ID))
+    form = {"grant_type": "authorization_code", "code": query_of(callback)["code"],
+            "redirect_uri": query_of(authorize)["redirect_uri"], "code_verifier": "unused"}  # fmt: skip
+    signin = gateway.gateway.signin
+    assert signin is not None
+    # PKCE binds the code to our verifier, which the cookie holds: take it from the flow cookie.
+    flow_cookie = next(
+        m.value for m in browser.session.cookie_jar if m.key == "oauth2_flow_" + query_of(callback)["state"]
+    )
+    form["code_verifier"] = signin.open_flow(flow_cookie, query_of(callback)["state"]).verifier
+    async with browser.session.post(
+        f"{world.idp.issuer}/token", data=form, auth=None,
+        headers={"Authorization": "Basic " + __import__("base64").b64encode(f"{OTHER_CLIENT_ID}:{OTHER_CLIENT_SECRET}".encode()).decode()},
+    ) as answer:  # fmt: skip
+        assert answer.status == 200, await answer.text()
+        other_id_token = (await answer.json())["id_token"]
+    assert jwt.decode(other_id_token, options={"verify_signature": False})["aud"] == OTHER_CLIENT_ID
+    with pytest.raises(SignInError) as refused:
+        verify_id_token(
+            other_id_token, keys=signin.keys.get, algorithms=frozenset({"RS256"}), issuer=world.idp.issuer,
+            client_id=CLIENT_ID, nonce=nonce, now=time.time(),
+        )  # fmt: skip
+    assert refused.value.code == "wrong_audience"
