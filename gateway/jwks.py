@@ -126,7 +126,7 @@ class RemoteKeySet:
         self.refresh_interval = refresh_interval
         self._keys: dict[str | None, RemoteKey] = {}
         self._inflight: asyncio.Task[bool] | None = None
-        self._last_attempt = -float("inf")
+        self._last_miss_fetch = -float("inf")  # only fetches caused by unknown kids are limited
         self.fetches = 0  # requests actually sent
         self.failures = 0  # fetches that failed (the last good keys kept serving)
         self.loaded = asyncio.Event()  # set once any key set has been loaded
@@ -147,15 +147,17 @@ class RemoteKeySet:
 
     def miss_refresh_due(self) -> bool:
         """Whether an unknown kid may cause a fetch now (the negative cache answers otherwise)."""
-        return bool(self.url) and self._clock() - self._last_attempt >= self._miss_interval
+        return bool(self.url) and self._clock() - self._last_miss_fetch >= self._miss_interval
 
     async def refresh_for_unknown(self, kid: str | None) -> bool:
         """Fetch again for a kid we do not know, unless one was fetched recently; True when the kid
         is known afterwards."""
         if self.knows(kid):
             return True
-        if self._inflight is None and not self.miss_refresh_due():
-            return False
+        if self._inflight is None:
+            if not self.miss_refresh_due():
+                return False
+            self._last_miss_fetch = self._clock()
         await self.refresh()
         return self.knows(kid)
 
@@ -173,7 +175,6 @@ class RemoteKeySet:
                 self._inflight = None
 
     async def _load(self) -> bool:
-        self._last_attempt = self._clock()
         self.fetches += 1
         try:
             keys = parse_key_set(await self._fetch(self.url), self._pinned_alg)

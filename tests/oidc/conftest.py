@@ -17,16 +17,21 @@ import pytest
 from aiohttp import ClientResponse, ClientSession, CookieJar, TCPConnector, web
 from aiohttp.abc import AbstractResolver, ResolveResult
 
-from gateway.http.public import Gateway
-from gateway.settings import HostsSettings, OidcSettings, Secret, Settings
-from gateway.state.redis import RedisAssetStore
 from gateway.app import build_gateway, create_public_app
+from gateway.http.public import Gateway
 from gateway.http.runner import GatewayRunner
 from gateway.presign import Presigner, credentials_from_chain
+from gateway.settings import HostsSettings, OidcSettings, Secret, Settings
 from gateway.state.factory import open_store
-from tests.http.conftest import Keys, gateway_settings, keys, user_key_pair  # noqa: F401 - fixtures
+from gateway.state.redis import RedisAssetStore
+from tests.http import conftest as http_fixtures
+from tests.http.conftest import Keys, gateway_settings
 from tests.idp_server import CLIENT_ID, CLIENT_SECRET, Idp, client_metadata, run_idp
 from tests.servers import S3Server, free_port
+
+# The user-token keys the other HTTP tests use (the settings carry them beside sign-in).
+user_key_pair = http_fixtures.user_key_pair
+keys = http_fixtures.keys
 
 LIVE = "assets.localhost"
 DRAFT = "draft-assets.localhost"

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import time
+from base64 import b64encode
 from urllib.parse import quote, urlencode, urljoin, urlsplit, urlunsplit
 
 import jwt
@@ -15,7 +17,6 @@ from gateway.settings import Secret
 from tests.idp_server import CLIENT_ID
 from tests.oidc.conftest import (
     DRAFT,
-    LIVE,
     OTHER_CLIENT_ID,
     OTHER_CLIENT_SECRET,
     SESSION_SECRET,
@@ -241,7 +242,8 @@ async def test_an_id_token_for_another_client_is_refused(
     form["code_verifier"] = signin.open_flow(flow_cookie, query_of(callback)["state"]).verifier
     async with browser.session.post(
         f"{world.idp.issuer}/token", data=form, auth=None,
-        headers={"Authorization": "Basic " + __import__("base64").b64encode(f"{OTHER_CLIENT_ID}:{OTHER_CLIENT_SECRET}".encode()).decode()},
+        headers={"Authorization": "Basic " + b64encode(f"{OTHER_CLIENT_ID}:{OTHER_CLIENT_SECRET}".encode())
+                 .decode()},
     ) as answer:  # fmt: skip
         assert answer.status == 200, await answer.text()
         other_id_token = (await answer.json())["id_token"]
@@ -252,3 +254,136 @@ async def test_an_id_token_for_another_client_is_refused(
             client_id=CLIENT_ID, nonce=nonce, now=time.time(),
         )  # fmt: skip
     assert refused.value.code == "wrong_audience"
+
+
+async def test_an_idp_key_rotation_is_picked_up_without_a_restart(
+    start_sign_in_gateway: GatewayFactory, browser_factory, world: SignInWorld
+) -> None:
+    gateway = await start_sign_in_gateway()
+    path = await gateway.put("r0t4te", "budget.pdf", **FINANCE_DRAFT)
+    signin = gateway.gateway.signin
+    assert signin is not None
+    before = await browser_factory()
+    assert (await before.open_signed_in(gateway.url(path), "ada")).status == 302
+    old_kids = signin.keys.kids
+    fetches = signin.keys.fetches
+
+    new_kid = world.idp.rotate_keys()
+    after: Browser = await browser_factory()
+    landed = await after.open_signed_in(gateway.url(path), "ada")
+    assert landed.status == 302 and is_s3(landed.headers["Location"])
+    assert signin.keys.kids == {new_kid} and not old_kids & signin.keys.kids
+    assert signin.keys.fetches == fetches + 1  # one fetch, on the unknown kid
+
+    # A flood of made-up kids within 30 s of that fetch costs no fetch at all (negative cache).
+    forged = [jwt.encode({"sub": "x", "exp": time.time() + 60}, "k" * 32, headers={"kid": f"made-up-{n}"})
+              for n in range(20)]  # fmt: skip
+    forged = [".".join([jwt.utils.base64url_encode(b'{"alg":"RS256","kid":"made-up-%d"}' % n).decode(),
+                        *token.split(".")[1:]]) for n, token in enumerate(forged)]  # fmt: skip
+    stranger: Browser = await browser_factory()
+    answers = await asyncio.gather(*(stranger.get(gateway.url(path), headers={"Authorization": f"Bearer {t}"})
+                                     for t in forged))  # fmt: skip
+    assert {a.status for a in answers} == {302}  # to sign-in: a forged token is no token
+    assert all("/oauth2/start" in a.headers["Location"] for a in answers)
+    assert signin.keys.fetches == fetches + 1
+    # The session made before the rotation is the gateway's own token: still good.
+    assert (await before.get(gateway.url(path))).status == 302
+
+
+async def test_sign_out_revokes_the_session_everywhere_including_cached_answers(
+    start_sign_in_gateway: GatewayFactory, browser_factory, world: SignInWorld
+) -> None:
+    gateway = await start_sign_in_gateway()
+    path = await gateway.put("s1gn0t", "budget.pdf", **FINANCE_DRAFT)
+    browser: Browser = await browser_factory()
+    assert (await browser.open_signed_in(gateway.url(path), "ada")).status == 302
+    session = browser.cookie("gateway_session", DRAFT)
+    assert session is not None
+    cookie = {"Cookie": f"gateway_session={session}"}
+    other: Browser = await browser_factory()  # a copy of the cookie, replayed after sign-out
+    for _ in range(2):  # the second answer comes from the answer cache
+        assert is_s3((await other.get(gateway.url(path), headers=cookie)).headers["Location"])
+    assert gateway.gateway.answers is not None and gateway.gateway.answers.hits >= 1
+
+    out = await browser.get(gateway.url("/oauth2/sign_out"))
+    assert out.status == 302
+    end_session = out.headers["Location"]
+    assert end_session.startswith(f"{world.idp.issuer}/session/end?")
+    assert query_of(end_session) == {"client_id": CLIENT_ID, "post_logout_redirect_uri": gateway.url("/")}
+    assert browser.cookie("gateway_session", DRAFT) is None
+    replayed = await other.get(gateway.url(path), headers=cookie)
+    assert replayed.status == 302 and "/oauth2/start" in replayed.headers["Location"]
+    again = await browser.get(gateway.url(path))  # asked to sign in again
+    assert again.status == 302 and "/oauth2/start" in again.headers["Location"]
+
+
+async def end_idp_session(browser: Browser, issuer: str) -> None:
+    """Sign out at the IdP itself, confirming on its page, as a person would."""
+    page = await browser.get(f"{issuer}/session/end?client_id={CLIENT_ID}")
+    assert page.status == 200
+    html = await page.text()
+    xsrf = re.search(r'name="xsrf" value="([^"]+)"', html)
+    action = re.search(r'action="([^"]+)"', html)
+    assert xsrf and action, html[:500]
+    async with browser.session.post(
+        urljoin(str(page.url), action.group(1)), data={"xsrf": xsrf.group(1), "logout": "yes"},
+        allow_redirects=False,
+    ) as answer:  # fmt: skip
+        assert answer.status in (200, 302, 303), await answer.text()
+
+
+async def test_backchannel_logout_is_seen_by_a_second_gateway(
+    start_sign_in_gateway: GatewayFactory, browser_factory, world: SignInWorld
+) -> None:
+    first = await start_sign_in_gateway()  # the IdP's back-channel logout calls this one
+    second = await start_sign_in_gateway(port=world.port_b)
+    path = await first.put("b4ckch", "budget.pdf", **FINANCE_DRAFT)
+    browser: Browser = await browser_factory()
+    assert (await browser.open_signed_in(first.url(path), "ada")).status == 302
+    session = browser.cookie("gateway_session", DRAFT)
+    cookie = {"Cookie": f"gateway_session={session}"}
+    elsewhere: Browser = await browser_factory()
+    for _ in range(2):
+        assert is_s3((await elsewhere.get(second.url(path), headers=cookie)).headers["Location"])
+
+    await end_idp_session(browser, world.idp.issuer)
+    ended = time.monotonic()
+
+    async def refused_at_second() -> bool:
+        answer = await elsewhere.get(second.url(path), headers=cookie)
+        return answer.status == 302 and "/oauth2/start" in answer.headers["Location"]
+
+    await until(refused_at_second, within=5, what="the second gateway refuses the logged-out session")
+    took = time.monotonic() - ended
+    print(f"back-channel logout seen by the second gateway after {took * 1000:.0f} ms")
+    assert any("backchannel logout sent" in line for line in world.idp.log)
+
+
+async def test_session_secrets_rotate(
+    start_sign_in_gateway: GatewayFactory, browser_factory, world: SignInWorld
+) -> None:
+    old, new = SESSION_SECRET, "session-secret-two-0123456789abcdef0123456789"
+    gateway = await start_sign_in_gateway(secrets_=(old,))
+    path = await gateway.put("r0tsec", "budget.pdf", **FINANCE_DRAFT)
+    browser: Browser = await browser_factory()
+    assert (await browser.open_signed_in(gateway.url(path), "ada")).status == 302
+    old_session = {"Cookie": f"gateway_session={browser.cookie('gateway_session', DRAFT)}"}
+    await gateway.runner.cleanup()
+    replay: Browser = await browser_factory()  # sends only the cookies each request names
+
+    # The new secret signs, the old one still verifies: nobody is signed out by the rotation.
+    rotated = await start_sign_in_gateway(secrets_=(new, old), port=world.port_b)
+    assert is_s3((await replay.get(rotated.url(path), headers=old_session)).headers["Location"])
+    fresh: Browser = await browser_factory()
+    assert (await fresh.open_signed_in(rotated.url(path), "ada")).status == 302
+    new_session = fresh.cookie("gateway_session", DRAFT)
+    assert new_session is not None
+    assert jwt.get_unverified_header(new_session)["kid"] == session_kid(Secret(new))
+    await rotated.runner.cleanup()
+
+    # Once the old secret is dropped, its sessions are no token; the new ones keep working.
+    dropped = await start_sign_in_gateway(secrets_=(new,), port=world.port_a)
+    answer = await replay.get(dropped.url(path), headers=old_session)
+    assert answer.status == 302 and "/oauth2/start" in answer.headers["Location"]
+    kept = await replay.get(dropped.url(path), headers={"Cookie": f"gateway_session={new_session}"})
+    assert is_s3(kept.headers["Location"])
