@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint unit servers bench chaos clean
+.PHONY: run test lint unit servers idp bench chaos clean
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
@@ -16,7 +16,9 @@ $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	@touch $(STAMP)
 
+# The demo signs in through the development IdP when node is there; without it, it says so.
 run: $(STAMP)
+	@if command -v npm >/dev/null; then $(MAKE) --no-print-directory idp || true; fi
 	$(BIN)/asset-gateway demo
 
 lint: $(STAMP)
@@ -28,9 +30,18 @@ lint: $(STAMP)
 	VENV=$(VENV) scripts/hadolint.sh Dockerfile
 
 servers:
-	@scripts/ensure-packages.sh "make test" redis-server:redis-server redis-cli:redis-tools nginx:nginx
+	@scripts/ensure-packages.sh "make test" redis-server:redis-server redis-cli:redis-tools nginx:nginx \
+		chromium:chromium node:nodejs npm:npm
 
-test: lint servers
+# The development OpenID provider (panva's oidc-provider, pinned by tests/idp/package-lock.json).
+IDP := tests/idp/node_modules/.package-lock.json
+idp: $(IDP)
+$(IDP): tests/idp/package.json tests/idp/package-lock.json
+	@command -v npm >/dev/null || { echo "the sign-in tests and demo need Node.js and npm (apt-get install nodejs npm)"; exit 1; }
+	cd tests/idp && npm ci --no-audit --no-fund --loglevel=error || \
+		{ echo "npm ci in tests/idp failed: the sign-in tests need oidc-provider from the npm registry"; exit 1; }
+
+test: lint servers idp
 	$(BIN)/pytest
 
 # The gateway against the bare-aiohttp floor (and nginx against a static 204): docs/benchmarks.md.
@@ -44,4 +55,4 @@ chaos: $(STAMP) servers
 	$(BIN)/python -m tests.chaos
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis tests/idp/node_modules
