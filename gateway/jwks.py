@@ -99,10 +99,21 @@ async def fetch_with_aiohttp(url: str) -> bytes:
     async with aiohttp.ClientSession(timeout=timeout) as session, session.get(url) as response:
         if response.status != 200:
             raise KeySetError(f"HTTP {response.status}")
-        body = await response.content.read(MAX_DOCUMENT_BYTES + 1)
-        if len(body) > MAX_DOCUMENT_BYTES:
+        body = await read_at_most(response.content, MAX_DOCUMENT_BYTES)
+        if body is None:
             raise KeySetError("document too large")
         return body
+
+
+async def read_at_most(content: Any, limit: int) -> bytes | None:
+    """The whole body if it is no longer than `limit` bytes, else None (reading stops there)."""
+    chunks, size = [], 0
+    async for chunk in content.iter_chunked(64 * 1024):
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 class RemoteKeySet:

@@ -15,6 +15,8 @@ from urllib.parse import quote, urlsplit
 
 import aiohttp
 
+from gateway.jwks import read_at_most
+
 log = logging.getLogger(__name__)
 
 TIMEOUT: Final = aiohttp.ClientTimeout(total=10, connect=5)
@@ -172,11 +174,11 @@ class Provider:
             raise ProviderError("not_started")
         try:
             async with self.session.request(method, url, allow_redirects=False, **kwargs) as response:
-                body = await response.content.read(MAX_BODY + 1)
+                body = await read_at_most(response.content, MAX_BODY)
                 status = response.status
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise ProviderError(f"unreachable_{type(exc).__name__}") from None
-        if len(body) > MAX_BODY:
+        if body is None:
             raise ProviderError("answer_too_large")
         if status != 200:
             raise ProviderError(f"http_{status}")
