@@ -21,6 +21,7 @@ from typing import Any, Final
 from aiohttp import web
 
 from gateway.app import build_gateway, create_public_app
+from gateway.dev_idp import start_dev_idp
 from gateway.http.admin import create_admin_app
 from gateway.http.public import GATEWAY
 from gateway.http.runner import GatewayRunner
@@ -34,6 +35,7 @@ from gateway.settings import (
     AdminSettings,
     HostsSettings,
     LoginSettings,
+    OidcSettings,
     PoliciesSettings,
     S3Settings,
     Secret,
@@ -52,6 +54,12 @@ BUCKET = "demo-assets"
 REGION: Final = "eu-west-2"  # Final: a Literal, as boto3-stubs want for LocationConstraint
 LOGIN_URL = "https://signon.example.org/login"
 BYPASS_ID = "bypass-5f2e"
+# The development IdP's users: the same people as the demo's ready-made tokens.
+DEMO_USERS: Final = {
+    "ada": {"name": "Ada (finance)", "org": "hmt", "groups": ["finance"]},
+    "bob": {"name": "Bob (comms)", "org": "dfe", "groups": ["comms"]},
+}
+DEMO_CLIENT_ID = "asset-gateway-demo"
 DEFAULT_POLICIES = Path(__file__).resolve().parent.parent / "policies"
 
 
@@ -95,6 +103,10 @@ def demo_files() -> list[DemoFile]:
         ),
         DemoFile(record("de1e7e", "withdrawn.pdf", deleted=True), None),
         DemoFile(record("5ca9ed", "just-uploaded.pdf", state="unscanned"), pdf("unscanned")),
+        DemoFile(
+            record("f0reca", "forecast.pdf", draft=True, access_limited=AccessList(groups=("finance",))),
+            pdf("finance forecast (draft, finance only)"),
+        ),
     ]
     return files
 
@@ -137,8 +149,9 @@ class DemoTokens:
         return {"ADA": self.finance_user, "BOB": self.other_user, "PREVIEW": self.preview_link}
 
 
-def demo_cases(tokens: DemoTokens) -> list[DemoCase]:
+def demo_cases(tokens: DemoTokens, sign_in: bool = False) -> list[DemoCase]:
     bearer = {"Authorization": f"Bearer {tokens.finance_user}"}
+    login = "302 to /oauth2/start: sign in at the IdP" if sign_in else "302 to the login page with return_to"
     return [
         DemoCase("public file", "/media/5a1b2c/budget.pdf", expect="302 to a presigned S3 URL (add -L to download)"),
         DemoCase("HEAD of a public file", "/media/5a1b2c/budget.pdf", method="HEAD", expect="302 to a URL signed for HEAD"),
@@ -155,7 +168,7 @@ def demo_cases(tokens: DemoTokens) -> list[DemoCase]:
         DemoCase("draft on the live host", "/media/d7a9f0/draft-plan.pdf",
                  expect="302 to the same path on the draft host"),
         DemoCase("draft, not signed in", "/media/d7a9f0/draft-plan.pdf", host=DRAFT_HOST,
-                 expect="302 to the login page with return_to"),
+                 expect=login),
         DemoCase("draft, signed in", "/media/d7a9f0/draft-plan.pdf", host=DRAFT_HOST, headers=bearer,
                  expect="302 to S3, Cache-Control: private, no-store"),
         DemoCase("preview link opened", f"/media/p1e4c0/preview-me.pdf?token={tokens.preview_link}", host=DRAFT_HOST,
@@ -182,10 +195,30 @@ class Demo:
     cases: list[DemoCase]
     files: list[DemoFile]
 
+    def idp_client(self) -> dict[str, Any]:
+        """The gateway as the development IdP registers it: every host, with back-channel logout."""
+        port = self.settings.server.port
+        bases = [f"http://{host}:{port}" for host in (DRAFT_HOST, LIVE_HOST)]
+        return {
+            "client_id": self.settings.oidc.client_id,
+            "client_secret": self.settings.oidc.client_secret.reveal(),
+            "redirect_uris": [f"{base}/oauth2/callback" for base in bases],
+            "post_logout_redirect_uris": [f"{base}/" for base in bases],
+            "backchannel_logout_uri": f"{bases[0]}/oauth2/backchannel_logout",
+            "backchannel_logout_session_required": True,
+        }
+
 
 def build_demo(
-    port: int, s3_endpoint: str, policies_dir: Path = DEFAULT_POLICIES, *, admin_port: int = 9090
+    port: int,
+    s3_endpoint: str,
+    policies_dir: Path = DEFAULT_POLICIES,
+    *,
+    admin_port: int = 9090,
+    idp_issuer: str = "",
 ) -> Demo:
+    """Settings, keys, records and example requests for a demo served on `port`; with
+    `idp_issuer`, browsers sign in there (the development IdP, gateway.dev_idp)."""
     """Settings, keys, records and example requests for a demo served on `port`."""
     private_pem, public_pem = new_rsa_pem_pair()
     user = TokenKey(use="user", alg="RS256", kid="demo-idp", public_key=Secret(public_pem))
@@ -200,6 +233,12 @@ def build_demo(
         tokens=TokensSettings(keys=(user, preview)),
         policies=PoliciesSettings(dir=str(policies_dir)),
         login=LoginSettings(url=LOGIN_URL),
+        oidc=OidcSettings(
+            issuer=idp_issuer,
+            client_id=DEMO_CLIENT_ID,
+            client_secret=Secret(secrets.token_urlsafe(24)),
+            session_secrets=(Secret(secrets.token_urlsafe(32)),),
+        ),
     )
     expires = int(time.time()) + 12 * 3600
     tokens = DemoTokens(
@@ -209,7 +248,7 @@ def build_demo(
     )  # fmt: skip
     files = demo_files()
     store = MemoryAssetStore([f.record for f in files])
-    return Demo(settings, store, tokens, demo_cases(tokens), files)
+    return Demo(settings, store, tokens, demo_cases(tokens, sign_in=bool(idp_issuer)), files)
 
 
 def upload_demo_files(s3_endpoint: str, files: list[DemoFile]) -> None:
@@ -254,7 +293,7 @@ def embedded_s3() -> Iterator[str]:
         server.stop()
 
 
-def print_guide(demo: Demo, port: int) -> None:
+def print_guide(demo: Demo, port: int, why_not: str = "") -> None:
     print(
         f"""
 asset-gateway demo: http://{LIVE_HOST}:{port} (live) and http://{DRAFT_HOST}:{port} (draft)
@@ -277,7 +316,25 @@ asset-gateway demo: http://{LIVE_HOST}:{port} (live) and http://{DRAFT_HOST}:{po
     print(f"export ADMIN='{admin.token.reveal()}'")
     for title, line in admin_examples(demo):
         print(f"  {title}\n    {line}")
+    print_sign_in(demo, port, why_not)
     print("\nOne JSON access-log line per request follows below. Ctrl-C stops the demo.\n", flush=True)
+
+
+def print_sign_in(demo: Demo, port: int, why_not: str = "") -> None:
+    if not demo.settings.oidc.enabled:
+        print(f"\nSign-in is off in this demo: {why_not or 'no identity provider'}.")
+        return
+    draft, live = f"http://{DRAFT_HOST}:{port}", f"http://{LIVE_HOST}:{port}"
+    print(
+        f"""
+Sign in with a browser (development IdP at {demo.settings.oidc.issuer}: users ada and bob, any password):
+  {draft}/media/f0reca/forecast.pdf
+      a draft limited to group finance: sign in as ada to read it; as bob the answer is 404
+  {live}/oauth2/start?return_to=/media/a1c3e5/salaries.csv
+      sign in on the live host, then the access-limited CSV (finance only)
+  {draft}/oauth2/sign_out
+      signs out here and at the IdP; the forecast asks for a sign-in again"""
+    )
 
 
 def admin_examples(demo: Demo) -> list[tuple[str, str]]:
@@ -301,9 +358,19 @@ def run_demo(port: int = 8080, admin_port: int = 9090) -> int:
     logging.getLogger("werkzeug").setLevel(logging.WARNING)  # moto's own request log
     logging.getLogger("botocore").setLevel(logging.WARNING)
     with embedded_s3() as endpoint:
-        demo = build_demo(port, endpoint, admin_port=admin_port)
+        idp_port = _free_port()
+        demo = build_demo(port, endpoint, admin_port=admin_port, idp_issuer=f"http://127.0.0.1:{idp_port}")
+        hosts = {DRAFT_HOST: "127.0.0.1", LIVE_HOST: "127.0.0.1"}
+        idp, why_not = start_dev_idp(idp_port, [demo.idp_client()], DEMO_USERS, hosts)
+        if idp is None:
+            demo = build_demo(port, endpoint, admin_port=admin_port)
+            print(f"asset-gateway demo: running without sign-in ({why_not})", flush=True)
         upload_demo_files(endpoint, demo.files)
-        return run_async(_serve_demo(demo, port))
+        try:
+            return run_async(_serve_demo(demo, port, why_not))
+        finally:
+            if idp is not None:
+                idp.stop()
 
 
 async def start_demo_app(demo: Demo, port: int) -> web.AppRunner:
@@ -329,10 +396,10 @@ async def start_demo_admin(runner: web.AppRunner) -> web.AppRunner:
     return admin
 
 
-async def _serve_demo(demo: Demo, port: int) -> int:
+async def _serve_demo(demo: Demo, port: int, why_not: str = "") -> int:
     runner = await start_demo_app(demo, port)
     admin = await start_demo_admin(runner)
-    print_guide(demo, port)
+    print_guide(demo, port, why_not)
     stop = asyncio.Event()
     install_stop_signals(stop)
     await stop.wait()
