@@ -137,6 +137,8 @@ async def callback(request: web.Request) -> web.Response:
             raise SignInError("wrong_host")
         if "error" in query:
             raise SignInError("provider_refused")
+        if "iss" in query and query["iss"] != signin.settings.issuer:
+            raise SignInError("wrong_issuer")  # RFC 9207: the answer came from another provider
         code = query.get("code", "")
         if not code or len(code) > 2048:
             raise SignInError("no_code")

@@ -64,10 +64,10 @@ class RevokedSessions:
     async def revoke(self, *, sid: str | None = None, sub: str | None = None) -> None:
         """Revoke one session (`sid`) or every session of `sub` issued until now, here at once and
         everywhere through Redis. Raises when Redis cannot take it (the caller answers 5xx)."""
-        now = self._clock()
-        record: dict[str, Any] = {"sid": sid} if sid else {"sub": sub, "before": now}
         if not sid and not sub:
             raise ValueError("revoke needs a sid or a sub")
+        now = self._clock()
+        record: dict[str, Any] = {"sid": sid} if sid else {"sub": sub, "before": now}
         forget_at = now + self._ttl
         self._apply(record, forget_at)
         if self._client is None:
