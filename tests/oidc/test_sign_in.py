@@ -387,3 +387,15 @@ async def test_session_secrets_rotate(
     assert answer.status == 302 and "/oauth2/start" in answer.headers["Location"]
     kept = await replay.get(dropped.url(path), headers={"Cookie": f"gateway_session={new_session}"})
     assert is_s3(kept.headers["Location"])
+
+
+async def test_an_answer_naming_another_issuer_is_refused(
+    start_sign_in_gateway: GatewayFactory, browser_factory, caplog: pytest.LogCaptureFixture
+) -> None:
+    gateway = await start_sign_in_gateway()
+    browser: Browser = await browser_factory()
+    callback = await callback_url(browser, await authorization_request(browser, gateway.url("/oauth2/start")))
+    assert query_of(callback)["iss"]  # oidc-provider names itself (RFC 9207)
+    answer = await browser.get(with_param(callback, "iss", "https://evil.example"))
+    assert answer.status == 400 and browser.cookie("gateway_session", DRAFT) is None
+    assert refusals(caplog) == ["wrong_issuer"]
