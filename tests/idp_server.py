@@ -24,6 +24,8 @@ CLIENT_SECRET = "test-client-secret-0123456789abcdef"
 USERS: dict[str, dict[str, Any]] = {
     "ada": {"name": "Ada", "org": "hmt", "groups": ["finance"]},
     "bob": {"name": "Bob", "org": "dfe", "groups": ["comms"]},
+    # More groups than a cookie can carry: the gateway must refuse rather than loop.
+    "carol": {"name": "Carol", "org": "hmt", "groups": [f"group-with-a-long-name-{n}" for n in range(200)]},
 }
 
 

@@ -9,7 +9,10 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Final
 from urllib.parse import urlencode
+
+import jwt
 
 from gateway.jwks import RemoteKey, RemoteKeySet
 from gateway.oidc.flow import (
@@ -32,6 +35,9 @@ from gateway.settings import OidcSettings
 log = logging.getLogger(__name__)
 
 CALLBACK_PATH = "/oauth2/callback"
+# Browsers drop cookies over 4096 bytes (name and attributes included) without a word, which would
+# send the person round the sign-in loop for ever; such a session is refused instead.
+MAX_SESSION_TOKEN: Final = 3800
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,12 +117,12 @@ class SignIn:
             # The IdP's session id, so its back-channel logout names this session directly.
             session = Session(session.sub, org, groups, idp_sid, session.issued_at, session.expires_at)
         token = mint_session(session, self.settings.session_secrets[0])
+        if len(token) > MAX_SESSION_TOKEN:
+            raise SignInError("session_too_large")  # far too many groups for a cookie
         return SignedIn(session, token, flow.return_to)
 
     async def _key_lookup(self, token: str) -> Callable[[str | None], RemoteKey | None]:
         """The IdP's keys, fetched again (at most once per 30 s) when the token names a new one."""
-        import jwt
-
         try:
             kid = jwt.get_unverified_header(token).get("kid")
         except jwt.PyJWTError:

@@ -399,3 +399,14 @@ async def test_an_answer_naming_another_issuer_is_refused(
     answer = await browser.get(with_param(callback, "iss", "https://evil.example"))
     assert answer.status == 400 and browser.cookie("gateway_session", DRAFT) is None
     assert refusals(caplog) == ["wrong_issuer"]
+
+
+async def test_a_session_too_large_for_a_cookie_is_refused_not_looped(
+    start_sign_in_gateway: GatewayFactory, browser_factory, caplog: pytest.LogCaptureFixture
+) -> None:
+    gateway = await start_sign_in_gateway()
+    browser: Browser = await browser_factory()
+    answer = await sign_in_and_return(browser, gateway.url("/oauth2/start"), user="carol")
+    assert answer.status == 400  # type: ignore[attr-defined]
+    assert browser.cookie("gateway_session", DRAFT) is None
+    assert refusals(caplog) == ["session_too_large"]
