@@ -24,7 +24,7 @@ from gateway.settings import Secret
 FLOW_COOKIE_PREFIX: Final = "oauth2_flow_"
 FLOW_TTL: Final = 600  # seconds a browser has to come back from the IdP
 FLOW_AUDIENCE: Final = "asset-gateway:oauth2-flow"
-MAX_FLOW_COOKIES: Final = 4  # pending sign-ins kept per browser (tabs); older ones are dropped
+MAX_FLOW_COOKIES: Final = 4  # pending sign-ins kept per browser (tabs); past that, others are dropped
 MAX_RETURN_TO: Final = 2048
 BACKCHANNEL_EVENT: Final = "http://schemas.openid.net/event/backchannel-logout"
 STATE_PATTERN: Final = re.compile(r"[A-Za-z0-9_-]{32,64}")

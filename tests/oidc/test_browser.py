@@ -70,8 +70,8 @@ async def test_a_person_signs_in_reads_the_file_and_signs_out(
     assert await answer.body() == gateway.objects["pr3v1e"]
     assert "X-Amz-Signature" in page.url
 
-    # An access-limited draft asks for a sign-in at the IdP, then shows the file. (Another day:
-    # with a preview cookie the shipped policy answers 404 here, as for any valid token not listed.)
+    # An access-limited draft asks for a sign-in at the IdP, then shows the file. (The preview
+    # cookie goes first: with it, the shipped policy answers 404, as for any valid token not listed.)
     await page.context.clear_cookies()
     await page.goto(gateway.url(limited_path))
     assert page.url.startswith(gateway.gateway.settings.oidc.issuer + "/interaction/")
