@@ -410,3 +410,18 @@ async def test_a_session_too_large_for_a_cookie_is_refused_not_looped(
     assert answer.status == 400  # type: ignore[attr-defined]
     assert browser.cookie("gateway_session", DRAFT) is None
     assert refusals(caplog) == ["session_too_large"]
+
+
+async def test_behind_tls_the_cookies_are_secure_and_the_callback_is_https(
+    start_sign_in_gateway: GatewayFactory, browser_factory
+) -> None:
+    gateway = await start_sign_in_gateway()  # 127.0.0.1 is a trusted proxy by default
+    browser: Browser = await browser_factory()
+    start = await browser.get(gateway.url("/oauth2/start"), headers={"X-Forwarded-Proto": "https"})
+    assert start.status == 302
+    assert query_of(start.headers["Location"])["redirect_uri"] == (
+        f"https://{DRAFT}:{gateway.port}/oauth2/callback"
+    )
+    flow_cookie = start.headers["Set-Cookie"]
+    assert "Secure" in flow_cookie and "HttpOnly" in flow_cookie and "SameSite=Lax" in flow_cookie
+    assert "Path=/oauth2/" in flow_cookie and "Max-Age=600" in flow_cookie
