@@ -138,9 +138,6 @@ class SignInWorld:
     port_a: int
     port_b: int
 
-    def base(self, host: str, port: int | None = None) -> str:
-        return f"http://{host}:{port or self.port_a}"
-
 
 @pytest.fixture(scope="module")
 def world() -> Iterator[SignInWorld]:
