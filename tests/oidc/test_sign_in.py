@@ -425,3 +425,17 @@ async def test_behind_tls_the_cookies_are_secure_and_the_callback_is_https(
     flow_cookie = start.headers["Set-Cookie"]
     assert "Secure" in flow_cookie and "HttpOnly" in flow_cookie and "SameSite=Lax" in flow_cookie
     assert "Path=/oauth2/" in flow_cookie and "Max-Age=600" in flow_cookie
+
+
+async def test_two_tabs_signing_in_at_once_both_land(
+    start_sign_in_gateway: GatewayFactory, browser_factory
+) -> None:
+    gateway = await start_sign_in_gateway()
+    browser: Browser = await browser_factory()
+    first = await authorization_request(browser, gateway.url("/oauth2/start?return_to=/first"))
+    second = await authorization_request(browser, gateway.url("/oauth2/start?return_to=/second"))
+    second_back = await browser.get(await callback_url(browser, second))
+    first_back = await browser.get(await callback_url(browser, first))
+    assert second_back.headers["Location"] == gateway.url("/second")
+    assert first_back.headers["Location"] == gateway.url("/first")
+    assert not [m for m in browser.session.cookie_jar if m.key.startswith("oauth2_flow_")]
