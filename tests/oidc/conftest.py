@@ -155,12 +155,18 @@ SESSION_SECRET = "session-secret-one-0123456789abcdef0123456789"
 
 
 def sign_in_settings(
-    redis_url: str, s3: S3Server, keys: Keys, idp: Idp, *, secrets_: tuple[str, ...] = (SESSION_SECRET,)
+    redis_url: str,
+    s3: S3Server,
+    keys: Keys,
+    idp: Idp,
+    port: int,
+    *,
+    secrets_: tuple[str, ...] = (SESSION_SECRET,),
 ) -> Settings:
     settings = gateway_settings(redis_url, s3, keys, login={"url": ""})
     return replace(
         settings,
-        hosts=HostsSettings(live=(LIVE,), draft=(DRAFT,)),
+        hosts=HostsSettings(live=(f"{LIVE}:{port}",), draft=(f"{DRAFT}:{port}",)),  # as browsers see them
         oidc=OidcSettings(
             issuer=idp.issuer, client_id=CLIENT_ID, client_secret=Secret(CLIENT_SECRET),
             session_secrets=tuple(Secret(s) for s in secrets_),
@@ -205,15 +211,16 @@ async def start_sign_in_gateway(
     started: list[SignInGateway] = []
 
     async def start(port: int | None = None, **options: Any) -> SignInGateway:
-        settings = sign_in_settings(redis_url, s3_server, keys, world.idp, **options)
+        port = port or world.port_a
+        settings = sign_in_settings(redis_url, s3_server, keys, world.idp, port, **options)
         backend = open_store(settings.state.url.reveal())
         assert isinstance(backend, RedisAssetStore)
         presigner = Presigner(settings.s3, credentials_from_chain(settings.s3.region))
         gateway = build_gateway(settings, store=backend, presigner=presigner)
         runner = GatewayRunner(create_public_app(gateway))
         await runner.setup()
-        await web.TCPSite(runner, "127.0.0.1", port or world.port_a).start()
-        running = SignInGateway(gateway, backend, runner, port or world.port_a, s3_server)
+        await web.TCPSite(runner, "127.0.0.1", port).start()
+        running = SignInGateway(gateway, backend, runner, port, s3_server)
         started.append(running)
         return running
 
