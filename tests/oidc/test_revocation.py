@@ -7,7 +7,8 @@ from gateway.oidc.revocation import RevokedSessions
 
 
 def session(sub: str, sid: str | None, issued_at: float) -> UserIdentity:
-    return UserIdentity(sub, None, frozenset(), issued_at + 3600, sid=sid, issued_at=issued_at)
+    expires = issued_at + 3600
+    return UserIdentity(sub, None, frozenset(), expires, expires, sid=sid, issued_at=issued_at)
 
 
 class Clock:
