@@ -11,6 +11,8 @@ from collections.abc import AsyncIterator, Callable
 from aiohttp import web
 
 from gateway.background import spawn, stop
+from gateway.cdn.adapters import Purger
+from gateway.cdn.service import purge_worker
 from gateway.http import auth_request, oauth2
 from gateway.http.answers import ANSWER_CACHE_SIZE, AnswerCache
 from gateway.http.public import GATEWAY, Gateway, handle_media
@@ -47,12 +49,15 @@ def build_gateway(
     answer_cache_size: int = ANSWER_CACHE_SIZE,
     clock: Callable[[], float] = time.time,
     cache_clock: Callable[[], float] = time.monotonic,
+    purger: Purger | None = None,
 ) -> Gateway:
     """Wire the request pipeline. Raises ConfigError/PolicyError/ValueError on bad configuration.
 
     `answer_cache_size` 0 turns the finished-answer cache off; `clock` is the time decisions are
-    made at and `cache_clock` the record cache's TTL clock (both injectable for tests)."""
-    backend = store if store is not None else open_store(settings.state.url.reveal())
+    made at and `cache_clock` the record cache's TTL clock (both injectable for tests); `purger`
+    replaces the adapter `[cdn] purge` names."""
+    purging = settings.cdn.purge != "none" or purger is not None
+    backend = store if store is not None else open_store(settings.state.url.reveal(), purge=purging)
     cache = CachedAssetStore(
         backend, ttl=settings.state.cache_ttl, size=settings.state.cache_size, clock=cache_clock
     )
@@ -88,6 +93,7 @@ def build_gateway(
         ),
         clock=clock,
         signin=signin,
+        purges=purge_worker(settings.cdn, backend, purger) if purging else None,
     )
 
 
@@ -112,6 +118,7 @@ def create_public_app(gateway: Gateway) -> web.Application:
     app.cleanup_ctx.append(_watch_policy)
     app.cleanup_ctx.append(_listen_for_invalidations)
     app.cleanup_ctx.append(_keep_keys_and_sessions)
+    app.cleanup_ctx.append(_send_purges)
     app.on_response_prepare.append(_hide_server_header)
     return app
 
@@ -163,6 +170,19 @@ async def _keep_keys_and_sessions(app: web.Application) -> AsyncIterator[None]:
         await stop(task)
     if signin is not None:
         await signin.provider.close()
+
+
+async def _send_purges(app: web.Application) -> AsyncIterator[None]:
+    """One purge worker per serving process: the consumer group gives each purge to one of them,
+    and a process that dies leaves its pending purges to the others (gateway.cdn.worker)."""
+    worker = app[GATEWAY].purges
+    if worker is None:
+        yield
+        return
+    task = spawn(worker.run(), name="cdn-purges")
+    yield
+    await stop(task)
+    await worker.purger.close()
 
 
 async def _hide_server_header(request: web.Request, response: web.StreamResponse) -> None:

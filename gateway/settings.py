@@ -162,6 +162,18 @@ class OidcSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class CdnSettings:
+    """DESIGN 2.9: which CDN to purge after writes, and the header that tags cacheable answers."""
+
+    purge: str = "none"  # none | http | fastly | cloudfront
+    url: str = ""  # http: where PURGE goes; fastly: the API base (default https://api.fastly.com)
+    service_id: str = ""  # fastly
+    api_token: Secret = field(default_factory=lambda: Secret(""))  # fastly
+    distribution_id: str = ""  # cloudfront
+    key_header: str = "Surrogate-Key"  # or Cache-Tag, xkey
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     server: ServerSettings = field(default_factory=ServerSettings)
     admin: AdminSettings = field(default_factory=AdminSettings)
@@ -172,6 +184,7 @@ class Settings:
     policies: PoliciesSettings = field(default_factory=PoliciesSettings)
     login: LoginSettings = field(default_factory=LoginSettings)
     oidc: OidcSettings = field(default_factory=OidcSettings)
+    cdn: CdnSettings = field(default_factory=CdnSettings)
     # "section.key" -> "default" | "file <path>" | "env GATEWAY_..."; for `asset-gateway config`
     sources: Mapping[str, str] = field(default_factory=dict, compare=False)
 
@@ -423,6 +436,16 @@ def _scopes(key: str, raw: object, environ: Mapping[str, str]) -> tuple[str, ...
     return scopes
 
 
+_HEADER_NAME = re.compile(r"[A-Za-z0-9!#$%&'*+.^_`|~-]+")
+
+
+def _header_name(key: str, raw: object, environ: Mapping[str, str]) -> str:
+    text = _string(key, raw, environ)
+    if not _HEADER_NAME.fullmatch(text):
+        raise ConfigError(f"{key}: expected an HTTP header name like 'Surrogate-Key', got {text!r}")
+    return text
+
+
 Parser = Callable[[str, object, Mapping[str, str]], Any]
 
 _LIMITS: dict[str, Parser] = {
@@ -476,6 +499,14 @@ SCHEMA: dict[str, dict[str, Parser]] = {
         "session_ttl": _integer(60, 30 * 24 * 3600),
         "session_secrets": _secret_list,
     },
+    "cdn": {
+        "purge": _choice("none", "http", "fastly", "cloudfront"),
+        "url": _url(("http", "https")),
+        "service_id": _string,
+        "api_token": _secret,
+        "distribution_id": _string,
+        "key_header": _header_name,
+    },
 }
 
 _SECTION_TYPES: dict[str, type] = {
@@ -488,6 +519,7 @@ _SECTION_TYPES: dict[str, type] = {
     "policies": PoliciesSettings,
     "login": LoginSettings,
     "oidc": OidcSettings,
+    "cdn": CdnSettings,
 }
 
 
@@ -603,12 +635,26 @@ def _check_consistency(settings: Settings) -> None:
                 raise ConfigError(f"oidc.{name}: required when oidc.issuer is set")
         if not oidc.client_secret:
             raise ConfigError("oidc.client_secret: required when oidc.issuer is set")
+    _check_cdn(settings.cdn)
+
+
+def _check_cdn(cdn: CdnSettings) -> None:
+    """Each adapter's required keys, named, so a purge setup that could never work stops the start."""
+    needed = {"http": ("url",), "fastly": ("service_id", "api_token"), "cloudfront": ("distribution_id",)}
+    for key in needed.get(cdn.purge, ()):
+        if not getattr(cdn, key):
+            raise ConfigError(f"cdn.{key}: required when cdn.purge = {cdn.purge!r}")
+    if cdn.purge == "fastly" and not re.fullmatch(r"[A-Za-z0-9]+", cdn.service_id):
+        expected = "a Fastly service id (letters and digits)"
+        raise ConfigError(f"cdn.service_id: expected {expected}, got {cdn.service_id!r}")
 
 
 def secret_values(settings: Settings) -> list[str]:
     """Every secret the settings hold, in the forms a message could quote it (for masking logs)."""
     values = [settings.admin.token.reveal(), *url_passwords(settings.state.url.reveal())]
     values += [key.secret.reveal() for key in settings.tokens.keys if key.secret is not None]
+    if settings.cdn.api_token:
+        values.append(settings.cdn.api_token.reveal())
     return values
 
 

@@ -12,6 +12,7 @@ from typing import Any
 
 from aiohttp import web
 
+from gateway.cdn.worker import PurgeWorker
 from gateway.http.answers import AnswerCache, Key, answer_key
 from gateway.identify import identify, learn_user_keys
 from gateway.metrics import Metrics
@@ -50,6 +51,7 @@ class Gateway:
     answers: AnswerCache | None = None
     clock: Callable[[], float] = time.time  # the time decisions are made at (tests inject one)
     signin: SignIn | None = None  # `/oauth2/*` when [oidc] is set (gateway.http.oauth2)
+    purges: PurgeWorker | None = None  # sends CDN purges while the public listener runs (DESIGN 2.9)
 
 
 GATEWAY = web.AppKey("gateway", Gateway)

@@ -42,7 +42,7 @@ def connection_options() -> dict[str, Any]:
     }
 
 
-def open_store(url: str) -> BulkAssetStore:
+def open_store(url: str, *, purge: bool = False) -> BulkAssetStore:
     """A store for `url`; options in a redis URL's query string override the defaults above.
     A URL that cannot be used raises ConfigError naming `state.url`, with the password masked
     (redis-py's own messages included: they may quote a piece of the URL).
@@ -54,6 +54,7 @@ def open_store(url: str) -> BulkAssetStore:
                                                    those nodes that answers
 
     A `user:password@` in a sentinel URL authenticates to the master, not to the Sentinels.
+    `purge`: every applied write that changes a live answer enqueues a CDN purge (gateway.cdn).
     """
     try:
         return _open(url)
@@ -65,15 +66,16 @@ def open_store(url: str) -> BulkAssetStore:
 def _open(url: str) -> BulkAssetStore:
     scheme = url.partition("://")[0].lower() if "://" in url else ""
     if scheme == "memory":
-        return MemoryAssetStore()
+        return MemoryAssetStore(purge=purge)
     if scheme in ("redis", "rediss", "unix"):
-        return RedisAssetStore(redis.asyncio.from_url(url, **connection_options()))
+        return RedisAssetStore(redis.asyncio.from_url(url, **connection_options()), purge=purge)
     if scheme == "redis+sentinel":
         sentinel, master = _sentinel_master(url)
-        return RedisAssetStore(master, also_close=sentinel.sentinels)
+        return RedisAssetStore(master, also_close=sentinel.sentinels, purge=purge)
     if scheme in ("redis+cluster", "rediss+cluster"):
         plain, seeds = _cluster_seeds(scheme.removesuffix("+cluster") + url[len(scheme) :])
-        return RedisAssetStore(RedisCluster.from_url(plain, startup_nodes=seeds, **connection_options()))
+        client = RedisCluster.from_url(plain, startup_nodes=seeds, **connection_options())
+        return RedisAssetStore(client, purge=purge)
     raise ValueError(f"state url must start with one of {', '.join(s + '://' for s in SCHEMES)}")
 
 

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 
+from gateway.cdn.plan import plan_purge
+from gateway.cdn.queue import MemoryPurgeQueue
 from gateway.models import AssetRecord
 from gateway.state.base import StoreUnavailable, WriteResult
 
@@ -15,8 +17,10 @@ Listener = Callable[[str], None]
 class MemoryAssetStore:
     """A dict of id → record. Nothing here awaits, so each call is atomic under asyncio."""
 
-    def __init__(self, records: Iterable[AssetRecord] = ()) -> None:
+    def __init__(self, records: Iterable[AssetRecord] = (), *, purge: bool = False) -> None:
         self._records: dict[str, AssetRecord] = {}
+        # CDN purges of applied writes (gateway.cdn), queued in this process like everything else.
+        self.purges: MemoryPurgeQueue | None = MemoryPurgeQueue() if purge else None
         self._listeners: list[Listener] = []
         self.reads = 0  # backend reads, so cache tests can prove a warm path does none
         for record in records:
@@ -51,6 +55,9 @@ class MemoryAssetStore:
         if base_version is not None and stored != base_version:
             return WriteResult(applied=False, current_version=stored)
         self._records[record.id] = record  # frozen, so storing the caller's object is safe
+        purge = plan_purge(current, record) if self.purges is not None else None
+        if self.purges is not None and purge is not None:
+            self.purges.add_now([purge])
         for listener in tuple(self._listeners):
             listener(record.id)
         return WriteResult(applied=True, current_version=record.version, created=current is None)

@@ -7,6 +7,7 @@ import asyncio
 import json
 import logging
 from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
 from typing import Any, Final, TypeAlias
 
 from redis.asyncio.cluster import RedisCluster
@@ -21,6 +22,9 @@ from redis.exceptions import (  # type: ignore[attr-defined, unused-ignore]  # s
     TryAgainError,
 )
 
+from gateway.cdn.plan import Purge, PurgeKind, plan_purge, purge_paths
+from gateway.cdn.queue import PURGE_STREAM, entry_fields
+from gateway.cdn.tags import asset_key as tag_key
 from gateway.models import AssetRecord
 from gateway.records import STORED_MAX_VERSION, RecordInvalid, record_from_dict, record_to_dict
 from gateway.state.base import RecordUnreadable, StoreUnavailable, WriteResult
@@ -59,10 +63,16 @@ UNAVAILABLE: Final = (
 # repeated write, as when redis-py resends a command whose reply was lost), the version stored
 # after the call, and 1 if the key was empty. The id is published from inside the script, so it
 # is announced exactly when a write is applied, with no window between the two and no extra round
-# trip. PUBLISH has no key: a one-key call is single-slot on Cluster, where a PUBLISH reaches
-# every node; batches are sent only to a single node.
+# trip. The same goes for a CDN purge (DESIGN 2.9): ARGV[3] is '1' when purges are on (the purge
+# stream is then the last KEY) and each key's arguments go on with the purge kind ('', soft,
+# hard), the version that kind was decided against ('0': no record), and the purge's keys and
+# paths (gateway.cdn.queue); the purge is enqueued exactly when the write is applied, and made hard
+# when the record changed after the caller read it (a planned kind may then be wrong; hard is
+# always safe). PUBLISH has no key: a one-key call is single-slot on Cluster, where a PUBLISH
+# reaches every node; batches are sent only to a single node; on Cluster purges are off here and
+# enqueued by the caller (the stream's slot is not the record's).
 PUT_SCRIPT: Final = """
-local channel, mode = ARGV[1], ARGV[2]
+local channel, mode, purging = ARGV[1], ARGV[2], ARGV[3] == '1'
 local function readable_version(key, kind)
   if kind ~= 'hash' then
     return nil
@@ -81,9 +91,14 @@ local function readable_version(key, kind)
   end
   return version
 end
+local records = #KEYS
+if purging then
+  records = records - 1
+end
 local replies = {}
-for i, key in ipairs(KEYS) do
-  local incoming, payload, id = ARGV[3 * i], ARGV[3 * i + 1], ARGV[3 * i + 2]
+for i = 1, records do
+  local key, at = KEYS[i], 7 * i - 3
+  local incoming, payload, id = ARGV[at], ARGV[at + 1], ARGV[at + 2]
   local kind = redis.call('TYPE', key)['ok']
   local current = readable_version(key, kind)
   local outcome, created = 1, 0
@@ -101,6 +116,16 @@ for i, key in ipairs(KEYS) do
     end
     redis.call('HSET', key, 'version', incoming, 'record', payload)
     redis.call('PUBLISH', channel, id)
+    if purging then
+      local purge = ARGV[at + 3]
+      if (current or '0') ~= ARGV[at + 4] then
+        purge = 'hard'
+      end
+      if purge ~= '' then
+        local keys, paths = ARGV[at + 5], ARGV[at + 6]
+        redis.call('XADD', KEYS[#KEYS], '*', 'id', id, 'kind', purge, 'keys', keys, 'paths', paths)
+      end
+    end
     if kind == 'none' then
       created = 1
     end
@@ -142,11 +167,15 @@ class RedisAssetStore:
         *,
         also_close: Sequence[RedisClient] = (),
         deadline: float = DEADLINE,
+        purge: bool = False,
     ) -> None:
-        """`also_close`: helper clients the store owns, e.g. the Sentinel connections."""
+        """`also_close`: helper clients the store owns, e.g. the Sentinel connections. `purge`:
+        enqueue a CDN purge for every applied write that changes a live answer (gateway.cdn)."""
         self.client = client  # public: invalidation (pub/sub) reuses this connection setup
         self._also_close = tuple(also_close)
         self.deadline = deadline
+        self.purge = purge
+        self._cluster = isinstance(client, RedisCluster)
         self._put = client.register_script(PUT_SCRIPT)  # sent once, then called by SHA
         # Loaded up front rather than on the first NOSCRIPT: redis-py's Cluster client, retrying
         # many concurrent NOSCRIPT calls, loses connections and resends commands.
@@ -237,11 +266,42 @@ class RedisAssetStore:
             # primary, and a write that times out leaves the caller unsure whether it applied.
             # The socket timeout still bounds each step, and a timeout is not retried.
             await self._load_script()
-            args = [INVALIDATION_CHANNEL, mode, *_args(record)]
-            reply = await self._put(keys=[asset_key(record.id)], args=args)
+            plans = await self._plan_purges([record])
+            result = _write_results(await self._call([record], plans, mode))[0]
+            if self._cluster and result.applied:
+                await self._enqueue_after(plans)
         except UNAVAILABLE as exc:
             raise unavailable("put", exc) from exc
-        return _write_results(reply)[0]
+        return result
+
+    async def _call(self, records: Sequence[AssetRecord], plans: Sequence[PurgePlan], mode: str) -> Any:
+        """One script call; purges inside it except on Cluster (see PUT_SCRIPT)."""
+        inline = self.purge and not self._cluster
+        keys = [asset_key(r.id) for r in records] + ([PURGE_STREAM] if inline else [])
+        args = [INVALIDATION_CHANNEL, mode, "1" if inline else ""]
+        for record, plan in zip(records, plans, strict=True):
+            args.extend(_args(record))
+            args.extend(plan.script_args())
+        return await self._put(keys=keys, args=args)
+
+    async def _plan_purges(self, records: Sequence[AssetRecord]) -> list[PurgePlan]:
+        """With purges on, read each record's stored state and decide what its write purges."""
+        if not self.purge:
+            return [NO_PLAN] * len(records)
+        pipe = self.client.pipeline(transaction=False)
+        for record in records:
+            pipe.hget(asset_key(record.id), "record")
+        stored = await pipe.execute(raise_on_error=False)
+        return [PurgePlan.between(raw, record) for raw, record in zip(stored, records, strict=True)]
+
+    async def _enqueue_after(self, plans: Sequence[PurgePlan]) -> None:
+        """Cluster: the stream lives in another slot than the record, so the purge is enqueued right
+        after the write. A crash in between loses it; the CDN's copy then lives out its max-age
+        (public answers: at most half the presigned URL's life, replacement 301s 30 minutes), and
+        `asset-gateway cdn purge ID` drops it at once."""
+        for plan in plans:
+            if plan.purge is not None:
+                await self.client.xadd(PURGE_STREAM, entry_fields(plan.purge))
 
     async def put_many(self, records: Sequence[AssetRecord]) -> list[WriteResult | StoreUnavailable]:
         """One script call for the whole batch on a single node (so a batch costs Python one
@@ -255,12 +315,9 @@ class RedisAssetStore:
                 chunk = records[start : start + CLUSTER_WRITE_CONCURRENCY]
                 results.extend(await asyncio.gather(*(self._put_or_error(r) for r in chunk)))
             return results
-        args = [INVALIDATION_CHANNEL, ""]
-        for record in records:
-            args.extend(_args(record))
         try:
             await self._load_script()
-            reply = await self._put(keys=[asset_key(r.id) for r in records], args=args)
+            reply = await self._call(records, await self._plan_purges(records), "")
         except UNAVAILABLE as exc:
             return [unavailable("put", exc)] * len(records)
         return list(_write_results(reply))
@@ -346,6 +403,44 @@ def _unreadable(asset_id: str, exc: BaseException) -> RecordUnreadable:
         asset_key(asset_id), type(exc).__name__,
     )  # fmt: skip
     return RecordUnreadable(f"record {asset_id} unreadable: {type(exc).__name__}")
+
+
+@dataclass(frozen=True, slots=True)
+class PurgePlan:
+    """What one write purges, decided against the version read before it (see PUT_SCRIPT)."""
+
+    against: str  # the stored version the plan was decided against, '0' for none
+    purge: Purge | None  # None: this write changes no live answer
+    fallback: Purge | None = None  # what a hard purge names if the record changed meanwhile
+
+    @classmethod
+    def between(cls, stored: Any, new: AssetRecord) -> PurgePlan:
+        """`stored`: the record field as read (None: no record; an exception: not our hash)."""
+        try:
+            if isinstance(stored, Exception):
+                raise ValueError("not a record")
+            old = (
+                None
+                if stored is None
+                else record_from_dict(json.loads(stored), max_version=STORED_MAX_VERSION)
+            )
+        except (ValueError, RecursionError):  # RecordInvalid is a ValueError
+            old, against = None, "unreadable"  # never matches: the purge is hard
+        else:
+            against = "0" if old is None else str(old.version)
+        purge = plan_purge(old, new)
+        return cls(against, purge, Purge(new.id, PurgeKind.HARD, (tag_key(new.id),), purge_paths(old, new)))
+
+    def script_args(self) -> tuple[str, str, str, str]:
+        named = self.purge or self.fallback
+        if named is None:
+            return "", "", "", ""
+        fields = entry_fields(named)
+        kind = self.purge.kind.value if self.purge else ""
+        return kind, self.against, fields["keys"], fields["paths"]
+
+
+NO_PLAN: Final = PurgePlan("", None)
 
 
 def _args(record: AssetRecord) -> tuple[str, str, str]:
