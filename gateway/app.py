@@ -18,6 +18,7 @@ from gateway.http.answers import ANSWER_CACHE_SIZE, AnswerCache
 from gateway.http.public import GATEWAY, Gateway, handle_media
 from gateway.http.runner import LIMITS, SERVER_HEADER
 from gateway.jwks import RemoteKeySet
+from gateway.metrics import Metrics
 from gateway.oidc.relying_party import SignIn
 from gateway.oidc.revocation import RevokedSessions
 from gateway.parsing import RequestParser
@@ -75,6 +76,7 @@ def build_gateway(
         session_secrets=settings.oidc.session_secrets if signin is not None else (),
         revoked=signin.revocations.is_revoked if signin is not None else None,
     )
+    metrics = Metrics()
     return Gateway(
         settings=settings,
         parser=RequestParser(settings),
@@ -93,7 +95,8 @@ def build_gateway(
         ),
         clock=clock,
         signin=signin,
-        purges=purge_worker(settings.cdn, backend, purger) if purging else None,
+        metrics=metrics,
+        purges=purge_worker(settings.cdn, backend, metrics, purger) if purging else None,
     )
 
 

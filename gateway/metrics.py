@@ -26,6 +26,12 @@ LATENCY_BUCKETS: tuple[float, ...] = (
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
 )  # fmt: skip
 
+# From a write to the CDN confirming its purge (gateway.cdn): milliseconds when all is well,
+# minutes while a CDN is down.
+PURGE_BUCKETS: tuple[float, ...] = (
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
+)  # fmt: skip
+
 RequestKey = tuple[str, str, str, str]  # endpoint, outcome, rule, status
 
 
@@ -69,6 +75,12 @@ class Counts:
     cache_hits: int = 0
     cache_misses: int = 0
     cache_entries: int = 0
+    purges: dict[tuple[str, str], int] = field(default_factory=dict)  # (adapter, sent|failed)
+    purge_latency: Histogram = field(default_factory=lambda: _histogram(PURGE_BUCKETS))
+    # The shared purge queue as this process last saw it: the same for every worker, so merged
+    # with max, not added up.
+    purge_queue_length: int = 0
+    purge_oldest_pending: float = 0.0
 
     def merge(self, other: Counts) -> None:
         for key, value in other.requests.items():
@@ -83,6 +95,11 @@ class Counts:
         self.cache_hits += other.cache_hits
         self.cache_misses += other.cache_misses
         self.cache_entries += other.cache_entries
+        for purge_key, count in other.purges.items():
+            self.purges[purge_key] = self.purges.get(purge_key, 0) + count
+        self.purge_latency.merge(other.purge_latency)
+        self.purge_queue_length = max(self.purge_queue_length, other.purge_queue_length)
+        self.purge_oldest_pending = max(self.purge_oldest_pending, other.purge_oldest_pending)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -95,7 +112,11 @@ class Counts:
             "cache_hits": self.cache_hits,
             "cache_misses": self.cache_misses,
             "cache_entries": self.cache_entries,
-        }
+            "purges": [[*key, value] for key, value in self.purges.items()],
+            "purge_latency": {"counts": self.purge_latency.counts, "sum": self.purge_latency.total,
+                              "count": self.purge_latency.count},
+            "purge_queue": [self.purge_queue_length, self.purge_oldest_pending],
+        }  # fmt: skip
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Counts:
@@ -105,6 +126,16 @@ class Counts:
             cache_misses=int(data["cache_misses"]),
             cache_entries=int(data["cache_entries"]),
         )
+        for adapter, result, value in data.get("purges", ()):
+            counts.purges[(str(adapter), str(result))] = int(value)
+        latency = data.get("purge_latency")
+        if latency and len(latency["counts"]) == len(PURGE_BUCKETS) + 1:
+            buckets = [int(c) for c in latency["counts"]]
+            counts.purge_latency = Histogram(
+                PURGE_BUCKETS, buckets, float(latency["sum"]), int(latency["count"])
+            )
+        length, oldest = data.get("purge_queue", (0, 0.0))
+        counts.purge_queue_length, counts.purge_oldest_pending = int(length), float(oldest)
         for endpoint, outcome, rule, status, value in data["requests"]:
             counts.requests[(str(endpoint), str(outcome), str(rule), str(status))] = int(value)
         for endpoint, h in data["latency"].items():
@@ -137,6 +168,21 @@ class Metrics:
 
     def store_error(self) -> None:
         self.counts.store_errors += 1
+
+    def purges_confirmed(self, adapter: str, seconds_since_write: Iterable[float]) -> None:
+        count = 0
+        for seconds in seconds_since_write:
+            self.counts.purge_latency.observe(seconds)
+            count += 1
+        key = (adapter, "sent")
+        self.counts.purges[key] = self.counts.purges.get(key, 0) + count
+
+    def purges_failed(self, adapter: str, count: int) -> None:
+        key = (adapter, "failed")
+        self.counts.purges[key] = self.counts.purges.get(key, 0) + count
+
+    def purge_backlog(self, length: int, oldest_seconds: float) -> None:
+        self.counts.purge_queue_length, self.counts.purge_oldest_pending = length, oldest_seconds
 
     def snapshot(self, cache: _CacheStats | None = None) -> Counts:
         """A copy of this process's counts, with the cache's own counters read now."""
@@ -240,9 +286,49 @@ def render(counts: Counts, policy: PolicyState, started: float, workers: int = 1
         "Policy reloads refused because the edited files were invalid (the last good policy stays).",
         policy.reload_failures,
     )
+    _render_purges(out, counts)
     out.gauge("asset_gateway_workers", "Worker processes whose counts this answer includes.", workers)
     out.gauge("process_start_time_seconds", "Start time of the process since the Unix epoch.", started)
     return out.text()
+
+
+def _render_purges(out: _Writer, counts: Counts) -> None:
+    """DESIGN 2.9; alert rules use the first two names."""
+    out.gauge(
+        "asset_gateway_purge_queue_length",
+        "CDN purges enqueued and not yet confirmed by the CDN (the whole shared queue).",
+        counts.purge_queue_length,
+    )
+    out.gauge(
+        "asset_gateway_purge_oldest_pending_seconds",
+        "Age of the oldest CDN purge not yet confirmed; 0 when the queue is empty.",
+        counts.purge_oldest_pending,
+    )
+    for result, help_text in (
+        ("sent", "CDN purges the CDN confirmed, by adapter."),
+        ("failed", "CDN purge attempts the CDN did not confirm (each is retried), by adapter."),
+    ):
+        name = f"asset_gateway_purges_{result}_total"
+        out.family(name, "counter", help_text)
+        for (adapter, kind), value in sorted(counts.purges.items()):
+            if kind == result:
+                out.sample(name, {"adapter": adapter}, value)
+    histogram = counts.purge_latency
+    out.family(
+        "asset_gateway_purge_seconds",
+        "histogram",
+        "Seconds from the write that asked for a CDN purge to the CDN confirming it.",
+    )
+    cumulative = 0
+    for bound, count in zip((*histogram.buckets, math.inf), histogram.counts, strict=True):
+        cumulative += count
+        out.sample("asset_gateway_purge_seconds_bucket", {"le": _number(bound)}, cumulative)
+    out.sample("asset_gateway_purge_seconds_sum", {}, histogram.total)
+    out.sample("asset_gateway_purge_seconds_count", {}, histogram.count)
+
+
+def _histogram(buckets: tuple[float, ...]) -> Histogram:
+    return Histogram(buckets, [0] * (len(buckets) + 1))
 
 
 def policy_state(current: object) -> PolicyState:

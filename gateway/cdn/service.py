@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from gateway.cdn.adapters import Purger, open_purger
 from gateway.cdn.queue import PurgeQueue, RedisPurgeQueue
-from gateway.cdn.worker import PurgeWorker
+from gateway.cdn.worker import PurgeMetrics, PurgeWorker
 from gateway.settings import CdnSettings
 from gateway.state.base import AssetStore
 from gateway.state.memory import MemoryAssetStore
@@ -22,10 +22,10 @@ def purge_queue_for(store: AssetStore) -> PurgeQueue:
 
 
 def purge_worker(
-    settings: CdnSettings, store: AssetStore, purger: Purger | None = None
+    settings: CdnSettings, store: AssetStore, metrics: PurgeMetrics, purger: Purger | None = None
 ) -> PurgeWorker | None:
-    """The worker for `[cdn] purge`, or None when purging is off."""
+    """The worker for `[cdn] purge` (or `purger`), or None when purging is off."""
     purger = purger or open_purger(settings)
     if purger is None:
         return None
-    return PurgeWorker(purge_queue_for(store), purger)
+    return PurgeWorker(purge_queue_for(store), purger, metrics=metrics)

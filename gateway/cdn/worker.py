@@ -11,15 +11,15 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Final
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Final, Protocol
 
 from redis.exceptions import ResponseError
 
 from gateway.cdn.adapters import Purger
 from gateway.cdn.queue import PurgeQueue, QueuedPurge
-from gateway.metrics import Histogram
+from gateway.metrics import Metrics
 from gateway.state.redis import UNAVAILABLE
 
 log = logging.getLogger(__name__)
@@ -30,8 +30,6 @@ READ_BLOCK: Final = 0.5  # below the Redis client's 1 s socket timeout
 BACKOFF_BASE: Final = 0.5
 BACKOFF_CAP: Final = 30.0
 BACKLOG_INTERVAL: Final = 1.0
-# From a write to the CDN's confirmation: milliseconds when all is well, minutes in an outage.
-PURGE_BUCKETS: Final = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
 
 
 def backoff(attempts: int, base: float = BACKOFF_BASE, cap: float = BACKOFF_CAP) -> float:
@@ -44,17 +42,14 @@ def consumer_name() -> str:
     return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
 
 
-@dataclass(slots=True)
-class PurgeStats:
-    """What /metrics shows about purging (this process's counts; the backlog is the whole queue's)."""
+class PurgeMetrics(Protocol):
+    """Where the worker reports (gateway.metrics.Metrics)."""
 
-    sent: dict[str, int] = field(default_factory=dict)  # confirmed, by adapter
-    failed: dict[str, int] = field(default_factory=dict)  # attempts that were not confirmed
-    latency: Histogram = field(
-        default_factory=lambda: Histogram(PURGE_BUCKETS, [0] * (len(PURGE_BUCKETS) + 1))
-    )
-    queue_length: int = 0
-    oldest_pending_seconds: float = 0.0
+    def purges_confirmed(self, adapter: str, seconds_since_write: Iterable[float]) -> None: ...
+
+    def purges_failed(self, adapter: str, count: int) -> None: ...
+
+    def purge_backlog(self, length: int, oldest_seconds: float) -> None: ...
 
 
 @dataclass(slots=True)
@@ -70,7 +65,7 @@ class PurgeWorker:
         queue: PurgeQueue,
         purger: Purger,
         *,
-        stats: PurgeStats | None = None,
+        metrics: PurgeMetrics | None = None,
         consumer: str | None = None,
         claim_after: float = CLAIM_AFTER,
         batch_size: int = BATCH_SIZE,
@@ -80,7 +75,7 @@ class PurgeWorker:
     ) -> None:
         self.queue = queue
         self.purger = purger
-        self.stats = stats if stats is not None else PurgeStats()
+        self.metrics: PurgeMetrics = metrics if metrics is not None else Metrics()
         self.consumer = consumer or consumer_name()
         self._claim_after = claim_after
         self._batch = batch_size
@@ -147,12 +142,11 @@ class PurgeWorker:
         await self.queue.ack([queued.entry_id for queued in done])
         for queued in done:
             self._retries.pop(queued.entry_id, None)
-            self.stats.latency.observe(max(0.0, now - queued.enqueued_at))
-        self.stats.sent[name] = self.stats.sent.get(name, 0) + len(done)
-        for queued, ok in zip(batch, results, strict=True):
-            if ok:
-                continue
-            self.stats.failed[name] = self.stats.failed.get(name, 0) + 1
+        self.metrics.purges_confirmed(name, [max(0.0, now - queued.enqueued_at) for queued in done])
+        failed = [queued for queued, ok in zip(batch, results, strict=True) if not ok]
+        if failed:
+            self.metrics.purges_failed(name, len(failed))
+        for queued in failed:
             previous = self._retries.get(queued.entry_id)
             attempts = previous.attempts + 1 if previous else 1
             self._retries[queued.entry_id] = _Retry(queued, attempts, now + backoff(attempts, *self._backoff))
@@ -164,5 +158,4 @@ class PurgeWorker:
             return
         self._next_backlog = now + BACKLOG_INTERVAL
         length, oldest = await self.queue.backlog()
-        self.stats.queue_length = length
-        self.stats.oldest_pending_seconds = 0.0 if oldest is None else max(0.0, now - oldest)
+        self.metrics.purge_backlog(length, 0.0 if oldest is None else max(0.0, now - oldest))
