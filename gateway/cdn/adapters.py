@@ -144,18 +144,17 @@ class CloudFrontPurger:
         self._client = client
         self._distribution = distribution_id
         self._max = max_in_progress
-        self._in_progress: dict[str, int] = {}  # our invalidation id -> its path count
+        self._path_counts: dict[str, int] = {}  # invalidation id -> its path count (never changes)
 
     async def purge(self, purges: Sequence[Purge]) -> list[bool]:
         return await asyncio.to_thread(self._purge, purges)
 
     def _purge(self, purges: Sequence[Purge]) -> list[bool]:
         try:
-            self._forget_completed()
+            room = self._max - self._paths_in_progress()
         except Exception as exc:  # botocore raises many types; all mean "cannot tell now"
-            log.warning("cloudfront: cannot read invalidation status: %s", type(exc).__name__)
+            log.warning("cloudfront: cannot read invalidations in progress: %s", type(exc).__name__)
             return [False] * len(purges)
-        room = self._max - sum(self._in_progress.values())
         chosen, paths = fit_paths(purges, room)
         if not paths:
             return [i in chosen for i in range(len(purges))]  # nothing to send, or no room yet
@@ -170,16 +169,26 @@ class CloudFrontPurger:
         except Exception as exc:
             log.warning("cloudfront refused an invalidation of %d paths: %s", len(paths), type(exc).__name__)
             return [False] * len(purges)
-        invalidation = reply["Invalidation"]
-        if invalidation.get("Status") != "Completed":
-            self._in_progress[invalidation["Id"]] = len(paths)
+        self._path_counts[reply["Invalidation"]["Id"]] = len(paths)
         return [i in chosen for i in range(len(purges))]
 
-    def _forget_completed(self) -> None:
-        for invalidation_id in list(self._in_progress):
-            reply = self._client.get_invalidation(DistributionId=self._distribution, Id=invalidation_id)
-            if reply["Invalidation"]["Status"] == "Completed":
-                del self._in_progress[invalidation_id]
+    def _paths_in_progress(self) -> int:
+        """Paths of every invalidation in progress on the distribution, whoever made it (other
+        gateways and people count against the same limit)."""
+        total = 0
+        pages = self._client.get_paginator("list_invalidations").paginate(DistributionId=self._distribution)
+        for page in pages:
+            for item in page["InvalidationList"].get("Items", ()):
+                if item["Status"] != "InProgress":
+                    continue
+                count = self._path_counts.get(item["Id"])
+                if count is None:
+                    reply = self._client.get_invalidation(DistributionId=self._distribution, Id=item["Id"])
+                    count = self._path_counts[item["Id"]] = int(
+                        reply["Invalidation"]["InvalidationBatch"]["Paths"]["Quantity"]
+                    )
+                total += count
+        return total
 
     async def close(self) -> None:
         return None

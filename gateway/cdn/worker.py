@@ -77,7 +77,7 @@ class PurgeWorker:
         self.purger = purger
         self.metrics: PurgeMetrics = metrics if metrics is not None else Metrics()
         self.consumer = consumer or consumer_name()
-        self._claim_after = claim_after
+        self.claim_after = claim_after
         self._batch = batch_size
         self._backoff = (backoff_base, backoff_cap)
         self._clock = clock
@@ -112,12 +112,12 @@ class PurgeWorker:
         now = self._clock()
         batch: dict[str, QueuedPurge] = {}
         if now >= self._next_claim:
-            self._next_claim = now + self._claim_after / 2
-            for queued in await self.queue.claim(self.consumer, self._claim_after, self._batch):
+            self._next_claim = now + self.claim_after / 2
+            for queued in await self.queue.claim(self.consumer, self.claim_after, self._batch):
                 if queued.entry_id not in self._retries:
                     batch[queued.entry_id] = queued
         if self._retries and now >= self._next_touch:
-            self._next_touch = now + self._claim_after / 3
+            self._next_touch = now + self.claim_after / 3
             await self.queue.touch(self.consumer, list(self._retries))
         for entry_id, retry in list(self._retries.items()):
             if retry.due <= now and len(batch) < self._batch:
