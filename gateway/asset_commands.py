@@ -195,7 +195,7 @@ def _shared_store(settings: Settings) -> Any:
     url = settings.state.url.reveal()
     if url.startswith("memory:"):
         raise ConfigError("state.url: memory:// lives inside one gateway process; point it at Redis")
-    return open_store(url)
+    return open_store(url, purge=settings.cdn.purge != "none")  # import lines purge like API writes
 
 
 def _import(args: argparse.Namespace, settings: Settings) -> int:

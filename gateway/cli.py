@@ -11,6 +11,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from gateway.asset_commands import add_commands as add_asset_commands
+from gateway.cdn.commands import add_commands as add_cdn_commands
 from gateway.observability import mask_secrets, protect_secrets
 from gateway.runtime import run_async
 from gateway.settings import ConfigError, Settings, describe_settings, load_settings, secret_values
@@ -85,6 +86,7 @@ def _parser() -> argparse.ArgumentParser:
     mint.add_argument("--draft-access", action="store_true", help="preview: draft_asset_manager_access")
     mint.add_argument("--ttl", type=int, default=3600, help="seconds until it expires")
     add_asset_commands(commands, _settings)  # asset get|put|patch|delete|import, reconcile
+    add_cdn_commands(commands, _settings)  # cdn purge
     return parser
 
 
