@@ -57,13 +57,13 @@ def open_store(url: str, *, purge: bool = False) -> BulkAssetStore:
     `purge`: every applied write that changes a live answer enqueues a CDN purge (gateway.cdn).
     """
     try:
-        return _open(url)
+        return _open(url, purge)
     except (ValueError, TypeError, RedisError, RedisClusterException) as exc:
         reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise ConfigError(f"state.url: {scrub(reason, url)} (in {redact_url(url)})") from None
 
 
-def _open(url: str) -> BulkAssetStore:
+def _open(url: str, purge: bool) -> BulkAssetStore:
     scheme = url.partition("://")[0].lower() if "://" in url else ""
     if scheme == "memory":
         return MemoryAssetStore(purge=purge)
