@@ -5,6 +5,7 @@ that died, nothing lost."""
 from __future__ import annotations
 
 import asyncio
+import json
 from collections import Counter
 from collections.abc import AsyncIterator
 
@@ -12,13 +13,15 @@ import pytest
 
 from gateway.background import spawn, stop
 from gateway.cdn.adapters import HttpPurger
+from gateway.cdn.plan import PurgeKind
 from gateway.cdn.queue import PURGE_GROUP, PURGE_STREAM, RedisPurgeQueue
 from gateway.cdn.worker import PurgeWorker
 from gateway.metrics import Metrics
 from gateway.models import AssetRecord
+from gateway.records import record_to_dict
 from gateway.state.factory import open_store
 from gateway.state.memory import MemoryAssetStore
-from gateway.state.redis import RedisAssetStore
+from gateway.state.redis import INVALIDATION_CHANNEL, PUT_SCRIPT, PurgePlan, RedisAssetStore, asset_key
 from tests.cdn.conftest import RecordingCdn
 from tests.waiting import until
 
@@ -63,6 +66,34 @@ async def test_a_write_that_changes_a_live_answer_enqueues_one_purge_inside_the_
     kinds = [(f[b"id"], f[b"kind"], f[b"keys"]) for _, f in entries]
     assert kinds == [(b"a1", b"soft", b"asset-a1"), (b"a1", b"hard", b"asset-a1")]
     assert entries[1][1][b"paths"] == b'["/media/a1/f.pdf"]'
+
+
+async def test_a_forced_write_back_to_an_older_version_purges_too(store: RedisAssetStore) -> None:
+    assert (await store.put(public("f1", 5))).applied
+    assert (await store.put(public("f1", 2, draft=True), force=True)).applied
+    entries = await store.client.xrange(PURGE_STREAM)
+    assert [(f[b"id"], f[b"kind"]) for _, f in entries] == [(b"f1", b"hard")]
+
+
+async def test_a_plan_made_against_an_older_record_is_sent_hard(store: RedisAssetStore) -> None:
+    """Another write lands between the read a plan is made from and the write script: the soft
+    purge planned against version 1 is enqueued hard, since version 2 may have taken access away."""
+    assert (await store.put(public("g1"))).applied
+    plan = PurgePlan.between(
+        await store.client.hget(asset_key("g1"), "record"), public("g1", 3, etag='"new"')
+    )
+    assert plan.purge is not None and plan.purge.kind is PurgeKind.SOFT
+    assert (await store.put(public("g1", 2, draft=True))).applied  # lands in between
+    await store.client.delete(PURGE_STREAM)
+    new = public("g1", 3, etag='"new"')
+    args = [INVALIDATION_CHANNEL, "", "1", *_record_args(new), *plan.script_args()]
+    await store.client.eval(PUT_SCRIPT, 2, asset_key("g1"), PURGE_STREAM, *args)
+    entries = await store.client.xrange(PURGE_STREAM)
+    assert [(f[b"id"], f[b"kind"]) for _, f in entries] == [(b"g1", b"hard")]
+
+
+def _record_args(record: AssetRecord) -> list[str]:
+    return [str(record.version), json.dumps(record_to_dict(record), separators=(",", ":")), record.id]
 
 
 async def test_a_batch_import_enqueues_the_purges_its_lines_need(store: RedisAssetStore) -> None:
