@@ -102,10 +102,19 @@ class PurgeWorker:
                 log.warning("purge queue unavailable: %s: %s", type(exc).__name__, str(exc)[:200])
                 await asyncio.sleep(backoff(trouble, *self._backoff))
             except ResponseError as exc:
-                if "NOGROUP" not in str(exc):
-                    raise
-                log.warning("purge consumer group missing (Redis restarted empty?); creating it again")
-                self._prepared = False
+                if "NOGROUP" in str(exc):
+                    log.warning("purge consumer group missing (Redis restarted empty?); creating it again")
+                    self._prepared = False
+                    continue
+                trouble += 1
+                log.error("purge round refused by Redis: %s", str(exc)[:200])
+                await asyncio.sleep(backoff(trouble, *self._backoff))
+            except Exception:
+                # A bug must not stop purging for the life of the process: log it loudly and go
+                # on; entries stay pending, so nothing is lost.
+                trouble += 1
+                log.exception("purge round failed")
+                await asyncio.sleep(backoff(trouble, *self._backoff))
 
     async def step(self, block: float = READ_BLOCK) -> int:
         """One round: claim, read, send, acknowledge. Returns how many purges were confirmed."""

@@ -209,3 +209,17 @@ async def test_memory_store_queues_in_process(cdn: RecordingCdn) -> None:
     assert cdn.confirmed("xkey") == ["asset-m1"]
     assert await memory.purges.backlog() == (0, None)
     await purges.purger.close()
+
+
+async def test_a_lost_consumer_group_is_created_again(store: RedisAssetStore, cdn: RecordingCdn) -> None:
+    """Redis restarted without its data: the group is gone; the next purge still goes out."""
+    purges = worker(store, cdn, "g1")
+    task = spawn(purges.run(), name="purges-g1")
+    try:
+        await until(lambda: store.client.exists(PURGE_STREAM), what="the group and stream exist")
+        await store.client.delete(PURGE_STREAM)
+        await unpublish(store, "n1")
+        await until(lambda: cdn.confirmed() == ["asset-n1"], within=5, what="the purge after the loss")
+    finally:
+        await stop(task)
+        await purges.purger.close()
