@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.settings import ConfigError, describe_settings, load_settings
+from gateway.settings import ConfigError, describe_settings, load_settings, secret_values
 
 
 def test_purging_is_off_by_default_and_the_key_header_is_surrogate_key() -> None:
@@ -41,3 +41,4 @@ def test_the_fastly_token_is_a_secret() -> None:
     shown = dict((key, value) for key, value, _ in describe_settings(settings))
     assert "s3cret" not in shown["cdn.api_token"]
     assert shown["cdn.key_header"] == '"Surrogate-Key"'
+    assert "s3cret-fastly" in secret_values(settings)  # masked wherever a message could quote it
