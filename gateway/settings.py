@@ -653,9 +653,9 @@ def secret_values(settings: Settings) -> list[str]:
     """Every secret the settings hold, in the forms a message could quote it (for masking logs)."""
     values = [settings.admin.token.reveal(), *url_passwords(settings.state.url.reveal())]
     values += [key.secret.reveal() for key in settings.tokens.keys if key.secret is not None]
-    if settings.cdn.api_token:
-        values.append(settings.cdn.api_token.reveal())
-    return values
+    values += [settings.oidc.client_secret.reveal(), *(s.reveal() for s in settings.oidc.session_secrets)]
+    values.append(settings.cdn.api_token.reveal())
+    return [value for value in values if value]
 
 
 def describe_settings(settings: Settings) -> list[tuple[str, str, str]]:

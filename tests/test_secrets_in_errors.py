@@ -14,7 +14,7 @@ import pytest
 
 from gateway.observability import _Formatter, protect_secrets
 from gateway.redaction import redact_url, scrub, url_passwords
-from gateway.settings import ConfigError, Secret, Settings, StateSettings, secret_values
+from gateway.settings import ConfigError, Secret, Settings, StateSettings, load_settings, secret_values
 from gateway.state.factory import open_store
 
 PASSWORD = "hunter2-Pa55"  # what must never be shown
@@ -116,3 +116,21 @@ def test_log_lines_are_masked_once_settings_are_known() -> None:
         assert "**********" in stream.getvalue()
     finally:
         protect_secrets([])
+
+
+def test_every_configured_secret_is_masked() -> None:
+    settings = load_settings(
+        None,
+        environ={
+            "GATEWAY_ADMIN_TOKEN": "admin-s3cret",
+            "GATEWAY_OIDC_ISSUER": "http://127.0.0.1:1",
+            "GATEWAY_OIDC_CLIENT_ID": "gateway",
+            "GATEWAY_OIDC_CLIENT_SECRET": "client-s3cret",
+            "GATEWAY_OIDC_SESSION_SECRETS": "session-s3cret-one-0123456789abcdef,session-s3cret-two-0123456789abcdef",
+        },
+    )
+    values = secret_values(settings)
+    for secret in ("admin-s3cret", "client-s3cret", "session-s3cret-one-0123456789abcdef",
+                   "session-s3cret-two-0123456789abcdef"):  # fmt: skip
+        assert secret in values
+    assert "" not in values
