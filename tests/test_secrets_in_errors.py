@@ -118,6 +118,10 @@ def test_log_lines_are_masked_once_settings_are_known() -> None:
         protect_secrets([])
 
 
+SESSION_ONE = "session-s3cret-one-0123456789abcdef"
+SESSION_TWO = "session-s3cret-two-0123456789abcdef"
+
+
 def test_every_configured_secret_is_masked() -> None:
     settings = load_settings(
         None,
@@ -126,11 +130,10 @@ def test_every_configured_secret_is_masked() -> None:
             "GATEWAY_OIDC_ISSUER": "http://127.0.0.1:1",
             "GATEWAY_OIDC_CLIENT_ID": "gateway",
             "GATEWAY_OIDC_CLIENT_SECRET": "client-s3cret",
-            "GATEWAY_OIDC_SESSION_SECRETS": "session-s3cret-one-0123456789abcdef,session-s3cret-two-0123456789abcdef",
+            "GATEWAY_OIDC_SESSION_SECRETS": f"{SESSION_ONE},{SESSION_TWO}",
         },
     )
     values = secret_values(settings)
-    for secret in ("admin-s3cret", "client-s3cret", "session-s3cret-one-0123456789abcdef",
-                   "session-s3cret-two-0123456789abcdef"):  # fmt: skip
+    for secret in ("admin-s3cret", "client-s3cret", SESSION_ONE, SESSION_TWO):
         assert secret in values
     assert "" not in values
