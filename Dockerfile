@@ -12,9 +12,10 @@ ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PYTHONDONTWRITEBYTECODE=1
 RUN python -m venv /opt/asset-gateway
 WORKDIR /src
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md constraints.txt ./
 COPY gateway ./gateway
-RUN /opt/asset-gateway/bin/pip install --no-cache-dir . \
+# Exactly the versions `make test` ran against (constraints.txt, written by `make lock`).
+RUN /opt/asset-gateway/bin/pip install --no-cache-dir -c constraints.txt . \
  && /opt/asset-gateway/bin/asset-gateway --help > /dev/null
 
 FROM python:${PYTHON_VERSION}-slim AS runtime

