@@ -29,7 +29,7 @@ from gateway.settings import Settings, describe_settings
 from gateway.state.base import AssetStore, StoreUnavailable
 from gateway.state.chain import resolve_replacement
 from gateway.state.factory import open_store
-from gateway.tokens import TokenVerifier
+from gateway.tokens import Rejection, TokenVerifier
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +48,9 @@ class Explanation:
     trace: tuple[RuleTrace, ...] = ()
     store_unavailable: bool = False
     delivery: str = "redirect"
+    # Each given token that verified neither way: its mask and why, e.g.
+    # "eyJhbGci…(a1b2c3): user token: wrong_issuer; preview token: unknown_kid".
+    refused: tuple[str, ...] = ()
 
 
 class RecordReader(Protocol):
@@ -110,6 +113,11 @@ async def explain_url(
     if identity.preview is None:
         preview = next((p for p in (verifier.verify_preview(t, now) for t in tokens) if p), None)
         identity = Identity(identity.user, preview, False)
+    refused = tuple(
+        line
+        for token, shown in zip(tokens, masked, strict=True)
+        if (line := _refusal(verifier, token, shown, now)) is not None
+    )
     policy = policy if policy is not None else load_policy(settings.policies.dir)
     store_shown = shown_store_url(settings) if store is None else "this process's store (cached)"
     opened: AssetStore | None = None
@@ -124,7 +132,7 @@ async def explain_url(
         return Explanation(
             url, f"the state store is unreachable ({exc}): 503", request, identity, masked,
             store=store_shown, policy_dir=settings.policies.dir, revision=policy.revision,
-            store_unavailable=True,
+            store_unavailable=True, refused=refused,
         )  # fmt: skip
     finally:
         if opened is not None:
@@ -136,7 +144,7 @@ async def explain_url(
     return Explanation(
         url, None, request, identity, masked, record, replacement,
         store_shown, settings.policies.dir, policy.revision, decision, tuple(trace),
-        delivery=settings.server.delivery,
+        delivery=settings.server.delivery, refused=refused,
     )  # fmt: skip
 
 
@@ -154,6 +162,8 @@ def format_explanation(report: Explanation) -> str:
         lines.append(f"host:        {report.request.host} ({report.request.host_kind.value})")
     if report.identity is not None:
         lines.append(f"identity:    {_identity(report.identity)}")
+    for refusal in report.refused:
+        lines.append(f"refused:     {refusal}")
     if report.store:
         lines.append(f"store:       {report.store}")
     if report.problem is not None:
@@ -239,6 +249,7 @@ def explanation_json(report: Explanation) -> dict[str, Any]:
             "access_limited": record.access_limited.limited,
             "replacement": report.replacement.status.value,
         },
+        "refused": list(report.refused),
         "revision": report.revision,
         "decision": None if decision is None else decision.action.value,
         "status": None if decision is None else answer_status(decision, report.delivery),
@@ -249,6 +260,17 @@ def explanation_json(report: Explanation) -> dict[str, Any]:
             for step in report.trace
         ],
     }  # fmt: skip
+
+
+def _refusal(verifier: TokenVerifier, token: str, shown: str, now: float) -> str | None:
+    """Why a token given to `explain` counts as neither a user nor a preview token; None if it counts."""
+    reasons = []
+    for use in ("user", "preview"):
+        checked = verifier.check(use, token, now)
+        if not isinstance(checked, Rejection):
+            return None
+        reasons.append(f"{use} token: {checked.reason}")
+    return f"{shown}: {'; '.join(reasons)}"
 
 
 def _identity(identity: Identity) -> str:

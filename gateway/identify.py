@@ -4,26 +4,38 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from gateway.models import ANONYMOUS, Identity
+from gateway.models import ANONYMOUS, Identity, PreviewIdentity, UserIdentity
 from gateway.parsing import RawTokens
-from gateway.tokens import TokenVerifier
+from gateway.tokens import Rejection, TokenVerifier
 
 
 def identify(tokens: RawTokens, verifier: TokenVerifier, now: float) -> Identity:
+    """Every token is tried in order until one is accepted; those refused on the way are noted with
+    their reason, so an operator can tell "no token" from "a token that did not pass"."""
     if not tokens.user and tokens.preview_query is None and tokens.preview_cookie is None:
         return ANONYMOUS
+    rejected: list[tuple[str, str]] = []
     user = None
     for candidate in tokens.user:
-        user = verifier.verify_user(candidate, now)
-        if user is not None:
+        checked = verifier.check("user", candidate, now)
+        if isinstance(checked, UserIdentity):
+            user = checked
             break
+        rejected.append(("user", _reason(checked)))
     preview, from_query = None, False
-    if tokens.preview_query is not None:
-        preview = verifier.verify_preview(tokens.preview_query, now)
-        from_query = preview is not None
-    if preview is None and tokens.preview_cookie is not None:
-        preview = verifier.verify_preview(tokens.preview_cookie, now)
-    return Identity(user, preview, from_query)
+    for presented, in_query in ((tokens.preview_query, True), (tokens.preview_cookie, False)):
+        if presented is None:
+            continue
+        checked = verifier.check("preview", presented, now)
+        if isinstance(checked, PreviewIdentity):
+            preview, from_query = checked, in_query
+            break
+        rejected.append(("preview", _reason(checked)))
+    return Identity(user, preview, from_query, tuple(rejected))
+
+
+def _reason(checked: object) -> str:
+    return checked.reason if isinstance(checked, Rejection) else "malformed"
 
 
 async def learn_user_keys(user_tokens: Sequence[str], verifier: TokenVerifier) -> bool:

@@ -62,6 +62,9 @@ class Identity:
     user: UserIdentity | None = None
     preview: PreviewIdentity | None = None
     preview_from_query: bool = False  # the preview token came in `?token=` (not yet in a cookie)
+    # Tokens presented and refused, as (source, reason): "user"/"preview" and a reason from
+    # gateway.tokens.REJECTION_REASONS. For logs, metrics and `explain`; never the token itself.
+    rejected: tuple[tuple[str, str], ...] = ()
 
     @property
     def anonymous(self) -> bool:

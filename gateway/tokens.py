@@ -26,7 +26,7 @@ from gateway.models import PreviewIdentity, UserIdentity
 from gateway.sessions import SESSION_ALG, SESSION_AUDIENCE, SESSION_ISSUER, session_kid
 from gateway.settings import Secret, TokenKey, TokensSettings
 
-__all__ = ["MAX_TOKEN_BYTES", "TokenVerifier", "mint_token"]
+__all__ = ["MAX_TOKEN_BYTES", "REJECTION_REASONS", "Rejection", "TokenVerifier", "mint_token"]
 
 # Real tokens are well under 2 KB; the limit keeps parsing and the cache cheap under abuse.
 MAX_TOKEN_BYTES: Final = 8192
@@ -51,6 +51,38 @@ _PUBLIC_TYPES: Final = (
 
 Identity: TypeAlias = UserIdentity | PreviewIdentity
 
+# Why a token was refused: a closed set, so it can be a metric label, a log field and an `explain`
+# line without ever carrying anything of the token itself. `revoked` is for signed-in sessions.
+REJECTION_REASONS: Final = (
+    "expired",
+    "not_yet_valid",
+    "bad_signature",
+    "unknown_kid",
+    "alg_not_allowed",
+    "wrong_issuer",
+    "wrong_audience",
+    "malformed",
+    "too_large",
+    "revoked",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    """A refused token: `reason` is one of REJECTION_REASONS."""
+
+    reason: str
+
+
+_EXPIRED: Final = Rejection("expired")
+_NOT_YET_VALID: Final = Rejection("not_yet_valid")
+_MALFORMED: Final = Rejection("malformed")
+_TOO_LARGE: Final = Rejection("too_large")
+_UNKNOWN_KID: Final = Rejection("unknown_kid")
+_ALG_NOT_ALLOWED: Final = Rejection("alg_not_allowed")
+_BAD_SIGNATURE: Final = Rejection("bad_signature")
+_REVOKED: Final = Rejection("revoked")
+
 
 @dataclass(frozen=True, slots=True)
 class _Key:
@@ -71,17 +103,21 @@ class _Verdict:
     same token: inside [valid_from, valid_until] it is the identity, outside it is a rejection.
     """
 
-    identity: Identity | None
+    identity: Identity | Rejection
     valid_from: float = -math.inf
     valid_until: float = math.inf
 
-    def at(self, now: float) -> Identity | None:
-        if self.identity is None or not self.valid_from <= now <= self.valid_until:
-            return None
+    def at(self, now: float) -> Identity | Rejection:
+        if isinstance(self.identity, Rejection):
+            return self.identity
+        if now < self.valid_from:
+            return _NOT_YET_VALID
+        if now > self.valid_until:
+            return _EXPIRED
         return self.identity
 
 
-_REJECTED: Final = _Verdict(None)
+_REJECTED: Final = _Verdict(_MALFORMED)  # signed with a known key, but claims of the wrong shape
 
 
 class TokenVerifier:
@@ -153,12 +189,8 @@ class TokenVerifier:
 
     def verify_user(self, token: str, now: float) -> UserIdentity | None:
         """The identity in a valid user token (or session that was not revoked), else None."""
-        identity = self._verify("user", token, now)
-        if not isinstance(identity, UserIdentity):
-            return None
-        if identity.sid is not None and self._revoked is not None and self._revoked(identity):
-            return None
-        return identity
+        identity = self.check("user", token, now)
+        return identity if isinstance(identity, UserIdentity) else None
 
     @property
     def remote_key_sets(self) -> tuple[RemoteKeySet, ...]:
@@ -186,50 +218,65 @@ class TokenVerifier:
 
     def verify_preview(self, token: str, now: float) -> PreviewIdentity | None:
         """The identity in a valid preview token, else None."""
-        identity = self._verify("preview", token, now)
+        identity = self.check("preview", token, now)
         return identity if isinstance(identity, PreviewIdentity) else None
 
-    def _verify(self, use: str, token: str, now: float) -> Identity | None:
+    def check(self, use: str, token: str, now: float) -> Identity | Rejection:
+        """The identity in a valid `use` ("user" or "preview") token, else why it was refused. A
+        session is asked about revocation every time: that is not part of the cached verdict."""
         try:
-            return self._verify_or_raise(use, token, now)
+            checked = self._verify_or_raise(use, token, now)
         except Exception:
-            # Whatever went wrong, the caller sees "no token", never an error carrying the token.
-            return None
+            # Whatever went wrong, the caller sees a refusal, never an error carrying the token.
+            return _MALFORMED
+        if isinstance(checked, UserIdentity) and self.revoked(checked):
+            return _REVOKED
+        return checked
 
-    def _verify_or_raise(self, use: str, token: str, now: float) -> Identity | None:
-        if not isinstance(token, str) or len(token) > MAX_TOKEN_BYTES or not token.isascii():
-            return None  # ASCII, so characters are bytes: checked before anything is parsed
+    def _verify_or_raise(self, use: str, token: str, now: float) -> Identity | Rejection:
+        if not isinstance(token, str) or not token.isascii():
+            return _MALFORMED
+        if len(token) > MAX_TOKEN_BYTES:
+            return _TOO_LARGE  # ASCII, so characters are bytes: checked before anything is parsed
         cache_key = (use, hashlib.sha256(token.encode("ascii")).digest())
         verdict = self._cache.get(cache_key) if self._cache_size else None
         if verdict is None:
-            verdict = self._check(use, token)
-            if verdict is None:
-                return None  # rejected before any signature check: cheap, so not worth a cache slot
+            checked = self._check(use, token)
+            if isinstance(checked, Rejection):
+                return checked  # refused before any signature check: cheap, not worth a cache slot
+            verdict = checked
             if self._cache_size:
                 self._cache[cache_key] = verdict
         return verdict.at(now)
 
-    def _check(self, use: str, token: str) -> _Verdict | None:
-        """Signature and claims, independent of the clock. None when no key could even be tried."""
+    def _check(self, use: str, token: str) -> _Verdict | Rejection:
+        """Signature and claims, independent of the clock; a Rejection when no key could be tried."""
         try:
             header = jwt.get_unverified_header(token)
         except jwt.PyJWTError:
-            return None
+            return _MALFORMED
         alg = header.get("alg")
-        if not isinstance(alg, str) or alg.lower() == "none":
-            return None
+        if not isinstance(alg, str):
+            return _MALFORMED
+        if alg.lower() == "none":
+            return _ALG_NOT_ALLOWED
         kid = header.get("kid")
         if kid is None:
             candidates = self._without_kid.get(use, [])
         elif isinstance(kid, str):
             candidates = self._with_kid.get((use, kid), [])  # an unknown kid finds nothing
         else:
-            return None
+            return _MALFORMED
         if not candidates and use == "user":
             candidates = self._remote_candidates(kid)
         if not candidates:
-            return None
+            return _UNKNOWN_KID
+        if all(key.alg != alg for key in candidates):
+            return _ALG_NOT_ALLOWED  # pinned by configuration: the header may not choose
+        refusal = _BAD_SIGNATURE
         for key in candidates:
+            if key.alg != alg:
+                continue
             self.verifications += 1
             try:
                 if key.session:
@@ -246,10 +293,14 @@ class TokenVerifier:
                         issuer=self._issuer if use == "user" else None,
                         audience=self._audience if use == "user" else None,
                     )
-            except jwt.PyJWTError:
+            except jwt.InvalidSignatureError:
+                continue
+            except jwt.PyJWTError as exc:
+                # PyJWT checks claims only after the signature: this key signed it, the claims are wrong.
+                refusal = _claims_refusal(exc)
                 continue
             return self._verdict(use, claims, session=key.session)
-        return _REJECTED
+        return _Verdict(refusal)
 
     def _remote_candidates(self, kid: str | None) -> list[_Key]:
         """Keys fetched at run time (gateway.jwks), each pinned to the algorithm its JWK names."""
@@ -304,6 +355,17 @@ class TokenVerifier:
                 valid_until=exp + self._leeway,
             )
         return _Verdict(identity, valid_from - self._leeway, identity.valid_until)
+
+
+def _claims_refusal(error: jwt.PyJWTError) -> Rejection:
+    missing = error.claim if isinstance(error, jwt.MissingRequiredClaimError) else None
+    if isinstance(error, jwt.InvalidIssuerError) or missing == "iss":
+        return Rejection("wrong_issuer")
+    if isinstance(error, jwt.InvalidAudienceError) or missing == "aud":
+        return Rejection("wrong_audience")
+    if isinstance(error, jwt.InvalidAlgorithmError):
+        return _ALG_NOT_ALLOWED
+    return _MALFORMED
 
 
 def new_rsa_pem_pair() -> tuple[str, str]:

@@ -254,6 +254,23 @@ def test_explain_against_an_empty_memory_store_masks_tokens() -> None:
         assert secret not in run.output
 
 
+def test_explain_says_why_a_token_was_refused() -> None:
+    token = user_token(iss="https://evil.test")
+    run = gateway(
+        "explain", "https://assets.test/media/abc/report.pdf", "--token", token,
+        GATEWAY_TOKENS_ISSUER="https://idp.test",
+    )  # fmt: skip
+    assert run.code == 0, run.output
+    assert "identity:    anonymous (no valid token)" in run.stdout
+    assert re.search(
+        r"^refused:     <token: \d+ chars, sha256 [0-9a-f]+…>: user token: wrong_issuer; "
+        r"preview token: bad_signature$",
+        run.stdout,
+        re.MULTILINE,
+    ), run.stdout
+    assert token not in run.output
+
+
 def test_explain_follows_the_host_option() -> None:
     run = gateway("explain", "http://127.0.0.1:8080/media/abc/report.pdf", "--host", "assets.test")
     assert run.code == 0, run.output

@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from gateway.models import PreviewIdentity, UserIdentity
 from gateway.settings import Secret, TokenKey, TokensSettings
-from gateway.tokens import MAX_TOKEN_BYTES, TokenVerifier, mint_token
+from gateway.tokens import MAX_TOKEN_BYTES, REJECTION_REASONS, Rejection, TokenVerifier, mint_token
 
 NOW = 1_700_000_000.0
 ISSUER = "https://idp.example.org"
@@ -351,3 +351,70 @@ def test_mint_rs256_needs_a_private_key(rsa_pair: RsaPair) -> None:
         mint_token(user_key(rsa_pair), user_claims())
     with pytest.raises(ValueError, match="private_key_pem"):
         mint_token(user_key(rsa_pair), user_claims(), private_key_pem=rsa_pair.public_pem)
+
+
+# ---- why a token was refused: one bounded reason, never anything of the token
+
+CLAIM_REASONS = {
+    "expired": "expired",
+    "nbf-in-the-future": "not_yet_valid",
+    "iat-in-the-future": "not_yet_valid",
+    "wrong-iss": "wrong_issuer",
+    "missing-iss": "wrong_issuer",
+    "wrong-aud": "wrong_audience",
+    "missing-aud": "wrong_audience",
+    "missing-exp": "malformed",
+    "exp-not-a-number": "malformed",
+    "missing-sub": "malformed",
+    "groups-not-a-list": "malformed",
+}
+
+
+@pytest.mark.parametrize(("case", "reason"), CLAIM_REASONS.items())
+def test_a_refused_claim_names_its_reason(
+    verifier: TokenVerifier, rsa_pair: RsaPair, case: str, reason: str
+) -> None:
+    token = rs256(rsa_pair, user_claims(**CLAIM_CASES[case]))
+    assert verifier.check("user", token, NOW) == Rejection(reason)
+    assert verifier.check("user", token, NOW) == Rejection(reason)  # the cached verdict says the same
+
+
+def test_each_way_of_being_wrong_has_its_reason(verifier: TokenVerifier, rsa_pair: RsaPair) -> None:
+    confused = handmade(
+        {"alg": "HS256", "typ": "JWT", "kid": KID},
+        user_claims(),
+        lambda data: hmac.new(rsa_pair.public_pem.encode(), data, hashlib.sha256).digest(),
+    )
+    forged = rs256(rsa_pair, user_claims())
+    header, payload, _ = forged.split(".")
+    cases = {
+        "unknown_kid": rs256(rsa_pair, user_claims(), kid="idp-2"),
+        "alg_not_allowed": confused,
+        "bad_signature": f"{header}.{payload}.{b64(b'not the signature')}",
+        "malformed": "garbage",
+        "too_large": rs256(rsa_pair, user_claims(padding="x" * MAX_TOKEN_BYTES)),
+    }
+    got = {reason: verifier.check("user", token, NOW) for reason, token in cases.items()}
+    assert got == {reason: Rejection(reason) for reason in cases}
+    none = handmade({"alg": "none", "typ": "JWT", "kid": KID}, user_claims())
+    assert verifier.check("user", none, NOW) == Rejection("alg_not_allowed")
+    assert verifier.check("preview", hs256(preview_claims(), secret="x" * 40), NOW) == Rejection(
+        "bad_signature"
+    )
+
+
+def test_a_cached_verdict_turns_expired_and_not_yet_valid_with_time(
+    verifier: TokenVerifier, rsa_pair: RsaPair
+) -> None:
+    token = rs256(rsa_pair, user_claims(nbf=NOW + 100, exp=NOW + 300))
+    assert verifier.check("user", token, NOW) == Rejection("not_yet_valid")
+    assert isinstance(verifier.check("user", token, NOW + 200), UserIdentity)
+    assert verifier.check("user", token, NOW + 400) == Rejection("expired")
+    assert verifier.verifications == 1
+
+
+def test_reasons_are_the_documented_set() -> None:
+    assert set(REJECTION_REASONS) == {
+        "expired", "not_yet_valid", "bad_signature", "unknown_kid", "alg_not_allowed",
+        "wrong_issuer", "wrong_audience", "malformed", "too_large", "revoked",
+    }  # fmt: skip
