@@ -4,6 +4,7 @@ errors into a one-line message and an exit status (1: a check failed, 2: bad usa
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 import time
@@ -55,6 +56,11 @@ def _parser() -> argparse.ArgumentParser:
 
     serve = with_config(command("serve", _serve, "run the gateway"))
     serve.add_argument("--workers", type=int, help="processes sharing the port (default: server.workers)")
+    serve.add_argument(
+        "--log-level",
+        choices=("debug", "info", "warning", "error", "critical"),
+        help="least severe log lines written (default: server.log_level, info)",
+    )
 
     with_config(
         command("config", _config, "print the effective configuration and where each value came from")
@@ -112,6 +118,10 @@ def _serve(args: argparse.Namespace) -> int:
     from gateway.server import serve
 
     settings = _settings(args)
+    if args.log_level:
+        settings = dataclasses.replace(
+            settings, server=dataclasses.replace(settings.server, log_level=args.log_level)
+        )
     workers = args.workers if args.workers is not None else settings.server.workers
     if workers < 1:
         raise ConfigError("--workers: expected at least 1")

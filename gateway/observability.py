@@ -1,17 +1,31 @@
-"""Step six: one structured access-log line per request. Tokens never reach it: the path is logged
-without its query, and identities appear only as their subject ids."""
+"""Logs: every line one JSON object of the same shape, `ts` (RFC 3339, UTC, milliseconds), `level`,
+`logger`, `pid`, `event`, then the event's own fields, so one query language reads them all.
+
+Step six of a request writes its access line here. Tokens never reach a line: the path is logged
+without its query, identities appear only as their subject ids, a refused token only as its reason.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import atexit
+import ipaddress
 import json
 import logging
 import os
+import re
 import sys
+import time
+import traceback
+from collections.abc import Mapping
 from typing import Any, TextIO
 
 ACCESS_LOGGER = "gateway.access"
+ACCESS_EVENT = "access"
+LEVELS = ("debug", "info", "warning", "error", "critical")
+_BASE_KEYS = frozenset(("ts", "level", "logger", "pid", "event"))
+USER_AGENT_LIMIT = 200  # characters kept of a User-Agent: enough to tell clients apart
+_TRACEPARENT = re.compile(r"[0-9a-f]{2}-([0-9a-f]{32})-[0-9a-f]{16}-[0-9a-f]{2}")
 _access = logging.getLogger(ACCESS_LOGGER)
 
 
@@ -21,6 +35,64 @@ def new_request_id() -> str:
 
 # Built once: json.dumps with options builds a new encoder on every call.
 _encode = json.JSONEncoder(separators=(",", ":"), default=str).encode
+
+
+class _Clock:
+    """`ts` text for a Unix time; the part up to the second is rebuilt once a second, not per line."""
+
+    def __init__(self) -> None:
+        self._second = -1
+        self._prefix = ""
+
+    def text(self, now: float) -> str:
+        second = int(now)
+        if second != self._second:
+            self._second = second
+            self._prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+        return f"{self._prefix}.{int((now - second) * 1000):03d}Z"
+
+
+_clock = _Clock()
+
+
+def format_line(now: float, level: str, logger: str, pid: int, event: str, fields: Mapping[str, Any]) -> str:
+    """One log line. A field named like a base key is dropped rather than allowed to mask it."""
+    head = _encode({"ts": _clock.text(now), "level": level, "logger": logger, "pid": pid, "event": event})
+    body = _encode({key: value for key, value in fields.items() if key not in _BASE_KEYS})
+    return head if body == "{}" else f"{head[:-1]},{body[1:]}"
+
+
+def client_fields(
+    peer: str | None, headers: Mapping[str, str], peer_trusted: bool, trusted: tuple[Any, ...]
+) -> dict[str, str]:
+    """The access line's `client_ip`, `user_agent` and `trace_id` for one request.
+
+    `client_ip` is the peer, or, when the peer is a trusted proxy, the nearest X-Forwarded-For
+    address that is not itself a trusted proxy (addresses further left are the client's word only).
+    `trace_id` is the trace of a well-formed W3C `traceparent`, so logs join a distributed trace."""
+    fields: dict[str, str] = {}
+    client = peer or ""
+    if peer_trusted:
+        forwarded = headers.get("X-Forwarded-For", "")
+        for hop in reversed([part.strip() for part in forwarded.split(",") if part.strip()]):
+            try:
+                address = ipaddress.ip_address(hop)
+            except ValueError:
+                break  # not an address: nothing left of it can be trusted either
+            client = str(address)
+            if not any(address in network for network in trusted):
+                break
+    if client:
+        fields["client_ip"] = client
+    agent = headers.get("User-Agent")
+    if agent:
+        fields["user_agent"] = agent[:USER_AGENT_LIMIT]
+    parent = headers.get("traceparent")
+    if parent:
+        match = _TRACEPARENT.fullmatch(parent.strip().lower())
+        if match and match.group(1) != "0" * 32:
+            fields["trace_id"] = match.group(1)
+    return fields
 
 
 class AccessLines:
@@ -67,22 +139,25 @@ def mask_secrets(text: str) -> str:
 
 def log_access(fields: dict[str, Any]) -> None:
     if _access.isEnabledFor(logging.INFO):
+        line = format_line(time.time(), "info", ACCESS_LOGGER, os.getpid(), ACCESS_EVENT, fields)
         if _access_lines is not None:
-            _access_lines.add(_encode(fields))
+            _access_lines.add(line)
             return
-        # Elsewhere (tests, embedding) through logging; makeRecord + handle is Logger.info
-        # without findCaller's walk up the stack.
-        record = _access.makeRecord(ACCESS_LOGGER, logging.INFO, __file__, 0, _encode(fields), (), None)
+        # Elsewhere (tests, embedding) through logging, the finished line as the message;
+        # makeRecord + handle is Logger.info without findCaller's walk up the stack.
+        record = _access.makeRecord(ACCESS_LOGGER, logging.INFO, __file__, 0, line, (), None)
         _access.handle(record)
 
 
-def configure_logging(level: str = "INFO") -> None:
-    """Plain lines on stderr: access lines are already JSON, others get a short prefix."""
+def configure_logging(level: str = "info") -> None:
+    """Every logger's lines as JSON on stderr, at `level` and above (one of LEVELS)."""
+    if level.lower() not in LEVELS:
+        raise ValueError(f"log level: expected one of {', '.join(LEVELS)}, got {level!r}")
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(_Formatter())
+    handler.setFormatter(JsonFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
-    root.setLevel(level)
+    root.setLevel(level.upper())
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)  # ours replaces it
     global _access_lines
     if _access_lines is not None:
@@ -92,18 +167,18 @@ def configure_logging(level: str = "INFO") -> None:
     atexit.register(_access_lines.flush)
 
 
-class _Formatter(logging.Formatter):
+class JsonFormatter(logging.Formatter):
+    """Any LogRecord as one line of the common shape: the message is the `event`, and
+    `extra={"fields": {...}}` supplies the fields. A traceback becomes a field, not more lines."""
+
     def format(self, record: logging.LogRecord) -> str:
         if record.name == ACCESS_LOGGER:
-            return record.getMessage()
-        text = json.dumps(
-            {
-                "level": record.levelname.lower(),
-                "logger": record.name,
-                "message": record.getMessage(),
-            },
-            separators=(",", ":"),
-        )
-        if record.exc_info:
-            text += "\n" + self.formatException(record.exc_info)
+            return record.getMessage()  # already a finished line (see log_access)
+        fields = dict(getattr(record, "fields", None) or {})
+        if record.exc_info and record.exc_info[0] is not None:
+            fields["exception"] = "".join(traceback.format_exception(*record.exc_info)).rstrip()
+        text = format_line(
+            record.created, record.levelname.lower(), record.name, record.process or os.getpid(),
+            record.getMessage(), fields,
+        )  # fmt: skip
         return mask_secrets(text) if _secrets else text

@@ -121,7 +121,7 @@ def ensure_descriptors(settings: Settings) -> str | None:
 
 
 def serve(settings: Settings, workers: int) -> int:
-    configure_logging()
+    configure_logging(settings.server.log_level)
     protect_secrets(secret_values(settings))
     shortfall = ensure_descriptors(settings)
     try:

@@ -64,6 +64,7 @@ class ServerSettings:
     keepalive_timeout: float = 75
     max_connections: int = 10000
     max_header_size: int = 8192
+    log_level: str = "info"
 
 
 @dataclass(frozen=True, slots=True)
@@ -464,6 +465,7 @@ SCHEMA: dict[str, dict[str, Parser]] = {
         "delivery": _choice("redirect", "accel"),
         "trusted_proxies": _networks,
         **_LIMITS,
+        "log_level": _choice("debug", "info", "warning", "error", "critical"),
     },
     "admin": {"host": _string, "port": _integer(0, 65535), "token": _secret, **_LIMITS},
     "hosts": {"live": _hostnames, "draft": _hostnames},

@@ -7,6 +7,7 @@ from __future__ import annotations
 import math
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -25,6 +26,7 @@ from gateway.http.public import Gateway
 from gateway.http.runner import GatewayRunner
 from gateway.metrics import (
     CONTENT_TYPE,
+    FAMILIES,
     LATENCY_BUCKETS,
     Counts,
     Metrics,
@@ -153,6 +155,51 @@ def test_counts_survive_their_json_form() -> None:
     assert Counts.from_json(counts.to_json()) == counts
 
 
+def test_worker_counts_of_every_kind_add_up() -> None:
+    """Counters and process figures are sums over workers; the start time is the earliest and the
+    newest invalidation the latest of any worker."""
+    parts = []
+    for n in range(3):
+        metrics = Metrics()
+        metrics.token_rejected("user", "expired")
+        metrics.admin_write("applied")
+        counts = metrics.snapshot(
+            reload_failures=n, invalidations=_Listener(received=n, last_received=100.0 + n)
+        )
+        counts.started = 1000.0 + n
+        parts.append(counts)
+    total = Counts()
+    for counts in parts:
+        total.merge(Counts.from_json(counts.to_json()))
+    samples = parse(render(total, PolicyState("r", 0), math.inf, workers=3, version="1.2.3", now=110.0))
+    assert value(samples, "asset_gateway_token_rejections_total", source="user", reason="expired") == 3
+    assert value(samples, "asset_gateway_admin_writes_total", result="applied") == 3
+    assert value(samples, "asset_gateway_policy_reload_failures_total") == 0 + 1 + 2
+    assert value(samples, "asset_gateway_invalidation_messages_total") == 3
+    assert value(samples, "asset_gateway_invalidation_last_message_age_seconds") == 110.0 - 102.0
+    assert value(samples, "process_start_time_seconds") == 1000.0
+    assert value(samples, "process_open_fds") == sum(c.open_fds for c in parts) > 3
+    assert value(samples, "process_resident_memory_bytes") == sum(c.resident_bytes for c in parts) > 0
+    assert value(samples, "asset_gateway_build_info", version="1.2.3") == 1
+
+
+def test_no_invalidation_yet_means_no_age_sample() -> None:
+    samples = parse(render(Metrics().snapshot(), PolicyState("r", 0), 0.0))
+    assert not [key for key in samples if key[0] == "asset_gateway_invalidation_last_message_age_seconds"]
+
+
+def test_every_family_rendered_is_declared_and_every_declared_one_rendered() -> None:
+    text = render(Metrics().snapshot(), PolicyState("r", 0), 0.0)
+    typed = {line.split(" ")[2] for line in text.splitlines() if line.startswith("# TYPE ")}
+    assert typed == set(FAMILIES)
+
+
+@dataclass
+class _Listener:
+    received: int
+    last_received: float
+
+
 def test_policy_state_reads_what_the_current_policy_has() -> None:
     class Bare:
         policy = type("P", (), {"revision": "abc"})()
@@ -224,6 +271,20 @@ async def test_metrics_counters_move_with_requests(listeners: Listeners) -> None
     revision = listeners.gateway.policy.policy.revision
     assert value(after, "asset_gateway_policy_info", revision=revision) == 1
     assert value(after, "asset_gateway_policy_reload_failures_total") == 0
+    assert value(after, "asset_gateway_build_info") == 1
+    assert value(after, "process_cpu_seconds_total") > 0
+    assert value(after, "process_open_fds") > 0
+
+
+async def test_refused_tokens_are_counted_by_source_and_reason(listeners: Listeners, keys: Keys) -> None:
+    expired = keys.user_token("u1", ttl=-3600)
+    assert await listeners.get("/media/nothere/f.pdf", Authorization=f"Bearer {expired}") == 404
+    assert await listeners.get("/media/nothere/f.pdf?token=not-a-jwt") == 404
+    samples = await listeners.metrics()
+    rejections = "asset_gateway_token_rejections_total"
+    assert value(samples, rejections, source="user", reason="expired") == 1
+    assert value(samples, rejections, source="preview", reason="malformed") == 1
+    assert value(samples, rejections) == 2
 
 
 async def test_metrics_count_auth_subrequests(listeners: Listeners) -> None:
@@ -270,6 +331,8 @@ async def test_metrics_and_probes_need_no_token_but_the_rest_does(listeners: Lis
 
 def test_a_scrape_of_any_worker_counts_every_worker(tmp_path: Path) -> None:
     public, admin = free_port(), free_port()
+    policies = tmp_path / "policies"
+    shutil.copytree(Path(__file__).resolve().parents[1] / "policies", policies)
     environ = {
         **os.environ,
         "AWS_ACCESS_KEY_ID": "testing",
@@ -277,7 +340,7 @@ def test_a_scrape_of_any_worker_counts_every_worker(tmp_path: Path) -> None:
         "GATEWAY_STATE_URL": "memory://",
         "GATEWAY_SERVER_PORT": str(public),
         "GATEWAY_ADMIN_PORT": str(admin),
-        "GATEWAY_POLICIES_DIR": str(Path(__file__).resolve().parents[1] / "policies"),
+        "GATEWAY_POLICIES_DIR": str(policies),
         "GATEWAY_HOSTS_LIVE": LIVE,
     }
     process = subprocess.Popen(
@@ -308,6 +371,18 @@ def test_a_scrape_of_any_worker_counts_every_worker(tmp_path: Path) -> None:
                 break
             time.sleep(0.05)
         assert totals[-3:] == [30, 30, 30], totals
+        # A broken policy edit: each worker refuses it, and the host's counter has both refusals.
+        (policies / "zz-broken.yaml").write_text("rules: [\n")
+        deadline = time.monotonic() + 10
+        failures: list[float] = []
+        while time.monotonic() < deadline:
+            with urllib.request.urlopen(f"http://127.0.0.1:{admin}/metrics", timeout=5) as response:
+                samples = parse(response.read().decode())
+            failures.append(value(samples, "asset_gateway_policy_reload_failures_total"))
+            if failures[-3:] == [2, 2, 2]:
+                break
+            time.sleep(0.05)
+        assert failures[-3:] == [2, 2, 2], failures
     finally:
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=10) == 0

@@ -1,20 +1,35 @@
-"""The access log: one JSON line per request on stderr in a served process (written once per
-event-loop turn), through logging elsewhere, and nothing at all when the access logger is turned
-down."""
+"""Logs: every line one JSON object of one shape (ts, level, logger, pid, event, then fields); the
+access log writes one per request on stderr in a served process (once per event-loop turn), through
+logging elsewhere, and nothing at all when the access logger is turned down."""
 
 from __future__ import annotations
 
 import asyncio
 import io
+import ipaddress
 import json
 import logging
+import os
+import re
 import sys
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
 from gateway import observability
-from gateway.observability import ACCESS_LOGGER, AccessLines, configure_logging, log_access
+from gateway.observability import (
+    ACCESS_LOGGER,
+    USER_AGENT_LIMIT,
+    AccessLines,
+    client_fields,
+    configure_logging,
+    format_line,
+    log_access,
+)
+
+BASE = ["ts", "level", "logger", "pid", "event"]
+RFC3339_MS_UTC = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z")
 
 FIELDS = {"request_id": "abc", "method": "GET", "path": '/media/a1/"quoted"\n.pdf', "status": 302,
           "duration_ms": 0.25, "subject": None}  # fmt: skip
@@ -33,19 +48,103 @@ def stderr(monkeypatch: pytest.MonkeyPatch) -> Iterator[io.StringIO]:
     yield stream
 
 
+def _fields(line: dict[str, Any]) -> dict[str, Any]:
+    assert list(line)[:5] == BASE
+    assert RFC3339_MS_UTC.fullmatch(line["ts"])
+    assert line["pid"] == os.getpid()
+    return {key: value for key, value in line.items() if key not in BASE}
+
+
 def test_a_served_process_writes_one_json_line_per_request(stderr: io.StringIO) -> None:
     log_access(FIELDS)
     log_access({**FIELDS, "request_id": "def"})
-    lines = stderr.getvalue().splitlines()
-    assert [json.loads(line) for line in lines] == [FIELDS, {**FIELDS, "request_id": "def"}]
+    lines = [json.loads(line) for line in stderr.getvalue().splitlines()]
+    assert [(line["level"], line["logger"], line["event"]) for line in lines] == [
+        ("info", ACCESS_LOGGER, "access")
+    ] * 2
+    assert [_fields(line) for line in lines] == [FIELDS, {**FIELDS, "request_id": "def"}]
 
 
-def test_other_lines_share_the_stream(stderr: io.StringIO) -> None:
-    logging.getLogger("gateway.test").warning("hello")
+def test_other_lines_share_the_stream_and_the_shape(stderr: io.StringIO) -> None:
+    logging.getLogger("gateway.test").warning("hello", extra={"fields": {"asset_id": "a1", "n": 2}})
     log_access(FIELDS)
-    first, second = stderr.getvalue().splitlines()
-    assert json.loads(first) == {"level": "warning", "logger": "gateway.test", "message": "hello"}
-    assert json.loads(second) == FIELDS
+    first, second = (json.loads(line) for line in stderr.getvalue().splitlines())
+    assert (first["level"], first["logger"], first["event"]) == ("warning", "gateway.test", "hello")
+    assert _fields(first) == {"asset_id": "a1", "n": 2}  # objects, not JSON inside a string
+    assert _fields(second) == FIELDS
+
+
+def test_a_traceback_is_a_field_of_the_one_line(stderr: io.StringIO) -> None:
+    try:
+        raise RuntimeError("boom")
+    except RuntimeError:
+        logging.getLogger("gateway.test").exception("could not build the response")
+    (line,) = stderr.getvalue().splitlines()
+    parsed = json.loads(line)
+    assert parsed["event"] == "could not build the response"
+    assert parsed["level"] == "error"
+    assert "RuntimeError: boom" in _fields(parsed)["exception"]
+
+
+def test_the_level_setting_drops_lines_below_it(stderr: io.StringIO, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sys, "stderr", stderr)  # pytest's capture swapped it since the fixture ran
+    configure_logging("warning")
+    logging.getLogger("gateway.test").info("quiet")
+    log_access(FIELDS)
+    logging.getLogger("gateway.test").error("loud")
+    (line,) = stderr.getvalue().splitlines()
+    assert json.loads(line)["event"] == "loud"
+
+
+def test_an_unknown_level_is_refused() -> None:
+    with pytest.raises(ValueError, match="log level: expected one of debug, info"):
+        configure_logging("chatty")
+
+
+def test_fields_cannot_mask_the_base_keys() -> None:
+    line = json.loads(format_line(0.5, "info", "x", 7, "e", {"ts": "forged", "level": "x", "a": 1}))
+    assert line == {"ts": "1970-01-01T00:00:00.500Z", "level": "info", "logger": "x", "pid": 7,
+                    "event": "e", "a": 1}  # fmt: skip
+
+
+TRUSTED = (ipaddress.ip_network("10.0.0.0/8"),)
+
+
+@pytest.mark.parametrize(
+    ("peer", "forwarded", "trusted", "client"),
+    [
+        ("203.0.113.9", "", False, "203.0.113.9"),
+        ("203.0.113.9", "198.51.100.1", False, "203.0.113.9"),  # an untrusted peer's word is ignored
+        ("10.0.0.2", "198.51.100.1", True, "198.51.100.1"),
+        ("10.0.0.2", "6.6.6.6, 198.51.100.1, 10.0.0.3", True, "198.51.100.1"),  # nearest untrusted hop
+        ("10.0.0.2", "10.0.0.4, 10.0.0.3", True, "10.0.0.4"),  # only proxies: the farthest one
+        ("10.0.0.2", "bogus, 198.51.100.1", True, "198.51.100.1"),
+        ("10.0.0.2", "198.51.100.1, bogus", True, "10.0.0.2"),  # garbage stops the walk
+    ],
+)
+def test_client_ip_goes_through_trusted_proxies_only(
+    peer: str, forwarded: str, trusted: bool, client: str
+) -> None:
+    fields = client_fields(peer, {"X-Forwarded-For": forwarded}, trusted, TRUSTED)
+    assert fields["client_ip"] == client
+
+
+def test_user_agent_is_truncated_and_trace_id_comes_from_traceparent() -> None:
+    headers = {
+        "User-Agent": "x" * 1000,
+        "traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+    }
+    fields = client_fields("127.0.0.1", headers, False, ())
+    assert fields["user_agent"] == "x" * USER_AGENT_LIMIT
+    assert fields["trace_id"] == "4bf92f3577b34da6a3ce929d0e0e4736"
+
+
+@pytest.mark.parametrize(
+    "traceparent",
+    ["", "garbage", "00-" + "0" * 32 + "-00f067aa0ba902b7-01", "00-4bf92f35-00f067aa0ba902b7-01"],
+)
+def test_a_malformed_traceparent_gives_no_trace_id(traceparent: str) -> None:
+    assert "trace_id" not in client_fields("127.0.0.1", {"traceparent": traceparent}, False, ())
 
 
 def test_a_turned_down_access_logger_writes_nothing(stderr: io.StringIO) -> None:
@@ -62,7 +161,7 @@ def test_without_configure_logging_lines_go_through_logging(caplog: pytest.LogCa
     with caplog.at_level(logging.INFO, logger=ACCESS_LOGGER):
         log_access(FIELDS)
     (record,) = [r for r in caplog.records if r.name == ACCESS_LOGGER]
-    assert json.loads(record.getMessage()) == FIELDS
+    assert _fields(json.loads(record.getMessage())) == FIELDS
 
 
 class CountedWrites(io.StringIO):

@@ -163,6 +163,7 @@ KEYS_RS_BOTH = (
             "hosts.draft: 'a.example.org' is also a live host",
         ),
         ("[server\n", {}, "config file "),
+        ("", {"GATEWAY_SERVER_LOG_LEVEL": "chatty"}, "server.log_level: expected one of debug, info"),
     ],
     ids=[
         "port_not_a_number",
@@ -181,6 +182,7 @@ KEYS_RS_BOTH = (
         "rs256_public_key_and_jwks",
         "hosts_overlap",
         "toml_syntax",
+        "log_level_unknown",
     ],
 )
 def test_bad_value_names_key_and_expectation(

@@ -82,7 +82,7 @@ async def put_asset(request: web.Request) -> web.Response:
     try:
         result = await request.app[GATEWAY].store.put(record, force=forced)
     except StoreUnavailable:
-        return _store_unavailable()
+        return _store_unavailable(request)
     _audit(request, record, result, forced=forced)
     if result.unchanged:  # the same PUT again, e.g. a retry after a lost answer
         return _record_response(200, record)
@@ -151,7 +151,7 @@ async def _read_modify_write(
         except RecordUnreadable:
             return _unreadable()
         except StoreUnavailable:
-            return _store_unavailable()
+            return _store_unavailable(request)
         _audit(request, record, result)
         if result.applied or result.unchanged:
             return _record_response(200, record)
@@ -215,7 +215,10 @@ def _unreadable() -> web.Response:
     return json_error(409, "record_unreadable")
 
 
-def _store_unavailable() -> web.Response:
+def _store_unavailable(write: web.Request | None = None) -> web.Response:
+    """503; `write` is the request when it was a write, which is then counted."""
+    if write is not None:
+        write.app[GATEWAY].metrics.admin_write("store_unavailable")
     response = json_error(503, "store_unavailable")
     response.headers["Retry-After"] = "1"
     return response
@@ -232,8 +235,17 @@ def _record_response(status: int, record: AssetRecord) -> web.Response:
 def _audit(request: web.Request, record: AssetRecord, result: WriteResult, *, forced: bool = False) -> None:
     """One line per write attempt that reached the store: who changed what, and whether it took.
     A forced write is logged at WARNING with `forced: true`, so ops can find every one."""
-    entry = {
-        "event": "asset_write",
+    if result.applied:
+        outcome = "applied"
+    elif result.unchanged:
+        outcome = "unchanged"
+    elif result.current_version >= record.version:
+        outcome = "stale"
+    else:
+        outcome = "raced"  # another write landed between the read and this one: re-applied
+    request.app[GATEWAY].metrics.admin_write(outcome)
+    fields: dict[str, object] = {
+        "result": outcome,
         "method": request.method,
         "asset_id": record.id,
         "version": record.version,
@@ -243,10 +255,10 @@ def _audit(request: web.Request, record: AssetRecord, result: WriteResult, *, fo
         "remote": request.remote,
     }
     if forced:
-        entry["forced"] = True
-        log.warning(json.dumps(entry, separators=(",", ":")))
+        fields["forced"] = True
+        log.warning("asset_write", extra={"fields": fields})
         return
-    log.info(json.dumps(entry, separators=(",", ":")))
+    log.info("asset_write", extra={"fields": fields})
 
 
 def add_routes(app: web.Application) -> None:

@@ -12,7 +12,8 @@ from aiohttp import web
 
 from gateway.background import spawn, stop
 from gateway.http.public import GATEWAY, Gateway
-from gateway.metrics import CONTENT_TYPE, SnapshotDirectory, policy_state, render
+from gateway.metrics import CONTENT_TYPE, Counts, SnapshotDirectory, policy_state, render
+from gateway.version import VERSION
 
 log = logging.getLogger(__name__)
 
@@ -22,22 +23,29 @@ PUBLISH_INTERVAL = 1.0  # seconds; how stale another worker's counts may be in a
 async def handle_metrics(request: web.Request) -> web.Response:
     gateway = request.app[GATEWAY]
     metrics = gateway.metrics
-    counts = metrics.snapshot(gateway.store)
+    counts = _snapshot(gateway)
     workers = 1
     if metrics.snapshots is not None:
         others, workers = metrics.snapshots.others()
         counts.merge(others)
         workers += 1
-    text = render(counts, policy_state(gateway.policy), metrics.started, workers)
+    text = render(counts, policy_state(gateway.policy), metrics.started, workers, version=VERSION)
     response = web.Response(body=text.encode(), headers={"Content-Type": CONTENT_TYPE})
     response.headers["Cache-Control"] = "no-store"
     return response
 
 
+def _snapshot(gateway: Gateway) -> Counts:
+    """This process's counts, including those its cache, policy and listener keep themselves."""
+    return gateway.metrics.snapshot(
+        gateway.store, policy_state(gateway.policy).reload_failures, gateway.invalidations
+    )
+
+
 async def _publish_forever(gateway: Gateway, snapshots: SnapshotDirectory) -> None:
     while True:
         try:
-            snapshots.publish(gateway.metrics.snapshot(gateway.store))
+            snapshots.publish(_snapshot(gateway))
         except OSError as exc:
             log.warning("could not publish this worker's metrics to %s: %s", snapshots.directory, exc)
         await asyncio.sleep(PUBLISH_INTERVAL)

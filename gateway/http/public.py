@@ -17,7 +17,7 @@ from gateway.http.answers import AnswerCache, Key, answer_key
 from gateway.identify import identify, learn_user_keys
 from gateway.metrics import Metrics
 from gateway.models import NO_REPLACEMENT, AccessRequest, AssetRecord, Decision, Identity
-from gateway.observability import log_access, new_request_id
+from gateway.observability import client_fields, log_access, new_request_id
 from gateway.oidc.relying_party import SignIn
 from gateway.parsing import MethodNotAllowed, NotAnAsset, Origin, RawTokens, RequestParser, is_trusted
 from gateway.policy.evaluation import decide
@@ -120,7 +120,7 @@ def _cached_answer(
         fields["subject"] = entry.subject
     if entry.preview is not None:
         fields["preview"] = entry.preview
-    _log_and_count(gateway, "media", fields, decision.rule, started)
+    _log_and_count(gateway, request, "media", fields, decision.rule, started)
     return key, response
 
 
@@ -219,16 +219,32 @@ async def answer(
             fields["subject"] = identity.user.sub
         if identity.preview is not None:
             fields["preview"] = identity.preview.sub
-    _log_and_count(gateway, endpoint, fields, rule, started)
+        if identity.rejected:
+            # Why a presented token did not count: the reason only, never the token.
+            fields["token_rejected"] = [f"{source}:{reason}" for source, reason in identity.rejected]
+            for source, reason in identity.rejected:
+                gateway.metrics.token_rejected(source, reason)
+    _log_and_count(gateway, request, endpoint, fields, rule, started)
     return response
 
 
 def _log_and_count(
-    gateway: Gateway, endpoint: str, fields: dict[str, Any], rule: str, started: float
+    gateway: Gateway,
+    request: web.Request,
+    endpoint: str,
+    fields: dict[str, Any],
+    rule: str,
+    started: float,
 ) -> None:
     """The request's one access line and its metrics, the same for full evaluations and cache hits."""
     elapsed = time.perf_counter() - started
     fields["duration_ms"] = round(elapsed * 1000, 3)
+    peer = request.remote
+    fields.update(
+        client_fields(
+            peer, request.headers, gateway.parser.is_trusted(peer), gateway.settings.server.trusted_proxies
+        )
+    )
     log_access(fields)
     gateway.metrics.observe(endpoint, fields["outcome"], rule, fields["status"], elapsed)
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from typing import Any, Final
 
 from redis.asyncio.cluster import RedisCluster
@@ -49,6 +50,7 @@ class InvalidationListener:
         self.status = "starting"
         self.subscriptions = 0  # times the subscription was (re)established; each cleared the cache
         self.received = 0  # ids received
+        self.last_received = 0.0  # Unix time of the newest one (0: none yet), for metrics
         self.subscribed = asyncio.Event()
         self._settled = asyncio.Event()  # first subscription confirmed, or nothing to subscribe to
         self._failures = 0  # since the subscription last worked
@@ -157,6 +159,7 @@ class InvalidationListener:
             log.warning("ignoring an invalidation for a malformed asset id")
             return
         self.received += 1
+        self.last_received = time.time()
         self.cache.invalidate(asset_id)
 
     def _lost(self, reason: str) -> None:

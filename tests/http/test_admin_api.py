@@ -5,13 +5,16 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import random
+import time
 from typing import Any
 
 import pytest
 
 from gateway.http.admin import MAX_BODY_BYTES
 from gateway.http.assets_api import merge_patch
+from gateway.observability import JsonFormatter
 from gateway.records import record_from_dict
 from tests.http.conftest import (
     ADMIN_TOKEN,
@@ -21,6 +24,7 @@ from tests.http.conftest import (
     body,
 )
 from tests.servers import RedisServer
+from tests.waiting import until
 
 # ---- PUT and GET
 
@@ -303,3 +307,30 @@ async def test_store_outage_is_503_then_recovers(admin: Admin, redis_server: Red
 )
 def test_merge_patch(target: dict[str, Any], patch: dict[str, Any], expected: dict[str, Any]) -> None:
     assert merge_patch(target, patch) == expected
+
+
+# ---- what a write leaves behind: one audit line (fields, not JSON in a string) and its counts
+
+
+async def test_each_write_is_one_audit_line_and_counted_by_result(
+    admin: Admin, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="gateway.admin")
+    formatter = JsonFormatter()
+    assert (await admin.call("PUT", "aud1", body("aud1", 2)))[0] == 201
+    assert (await admin.call("PUT", "aud1", body("aud1", 2)))[0] == 200  # the same record again
+    assert (await admin.call("PUT", "aud1", body("aud1", 1)))[0] == 409
+    lines = [json.loads(formatter.format(r)) for r in caplog.records if r.getMessage() == "asset_write"]
+    assert [(line["event"], line["result"], line["version"]) for line in lines] == [
+        ("asset_write", "applied", 2), ("asset_write", "unchanged", 2), ("asset_write", "stale", 1),
+    ]  # fmt: skip
+    assert lines[0]["asset_id"] == "aud1" and lines[0]["method"] == "PUT" and lines[0]["applied"] is True
+    assert ADMIN_TOKEN not in json.dumps(lines)
+    gateway = admin.public.gateway
+    assert gateway.metrics.counts.admin_writes == {"applied": 1, "unchanged": 1, "stale": 1}
+    # The applied write came back over Redis pub/sub: counted with the time it arrived.
+    listener = gateway.invalidations
+    await until(lambda: listener.received >= 1, what="the write's invalidation arrives")
+    counts = gateway.metrics.snapshot(gateway.store, 0, listener)
+    assert counts.invalidation_messages == listener.received >= 1
+    assert time.time() - 5 < counts.last_invalidation <= time.time()

@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator, Callable
 import pytest
 from aiohttp import ClientSession
 
+from gateway.observability import ACCESS_LOGGER
 from gateway.tokens import mint_token
 from tests.http.conftest import (
     AUDIENCE,
@@ -75,6 +76,22 @@ HOSTILE: dict[str, Callable[[Keys], str]] = {
 }
 
 
+# What the access line, `explain` and the metric name each refusal as.
+REASONS = {
+    "alg_none": "alg_not_allowed",
+    "hs256_signed_with_rsa_public_key": "alg_not_allowed",
+    "unknown_kid": "unknown_kid",
+    "expired": "expired",
+    "not_yet_valid": "not_yet_valid",
+    "wrong_issuer": "wrong_issuer",
+    "wrong_audience": "wrong_audience",
+    "preview_key_as_user_token": "unknown_kid",  # no kid, and every user key has one
+    "malformed": "malformed",
+    "garbage_base64": "malformed",
+    "oversized": "too_large",
+}
+
+
 @pytest.fixture
 async def limited(redis_url: str, s3_server: S3Server, keys: Keys) -> AsyncIterator[RunningGateway]:
     """A gateway whose listener takes headers past 8 KB, so oversized tokens reach the verifier
@@ -126,6 +143,10 @@ async def test_hostile_user_token_is_no_token(
         assert token not in response.headers.get("Location", "")
         assert token not in await response.text()
     assert all(token not in record.getMessage() for record in caplog.records)
+    access = [json.loads(r.getMessage()) for r in caplog.records if r.name == ACCESS_LOGGER]
+    assert [line["token_rejected"] for line in access] == [[f"user:{REASONS[name]}"]] * 3
+    rejections = limited.gateway.metrics.counts.token_rejections
+    assert rejections == {("user", REASONS[name]): 3}
 
 
 @pytest.mark.parametrize("name", ["alg_none", "expired", "malformed", "oversized"])
