@@ -37,7 +37,7 @@ lint: $(STAMP)
 
 servers:
 	@scripts/ensure-packages.sh "make test" redis-server:redis-server redis-cli:redis-tools nginx:nginx \
-		chromium:chromium node:nodejs npm:npm varnishd:varnish
+		chromium:chromium node:nodejs npm:npm varnishd:varnish promtool:prometheus
 
 # The development OpenID provider (panva's oidc-provider, pinned by tests/idp/package-lock.json).
 IDP := tests/idp/node_modules/.package-lock.json

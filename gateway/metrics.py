@@ -93,6 +93,10 @@ FAMILIES: dict[str, tuple[str, str]] = {
         "histogram",
         "Seconds from the write that asked for a CDN purge to the CDN confirming it.",
     ),
+    "asset_gateway_policy_reload_failing": (
+        "gauge",
+        "1 while the policy files on disk are invalid and an older revision serves, else 0.",
+    ),
     "asset_gateway_build_info": ("gauge", "The running release (always 1)."),
     "asset_gateway_workers": ("gauge", "Worker processes whose counts this answer includes."),
     "process_cpu_seconds_total": ("counter", "User and system CPU time spent by the worker processes."),
@@ -387,6 +391,7 @@ class SnapshotDirectory:
 class PolicyState:
     revision: str
     reload_failures: int
+    failing: bool = False  # the files on disk did not load; an older revision serves
 
 
 def render(
@@ -432,6 +437,7 @@ def render(
     out.single(
         "asset_gateway_policy_reload_failures_total", max(counts.reload_failures, policy.reload_failures)
     )
+    out.single("asset_gateway_policy_reload_failing", 1 if policy.failing else 0)
     _render_purges(out, counts)
     out.family("asset_gateway_build_info")
     out.sample("asset_gateway_build_info", {"version": version}, 1)
@@ -472,7 +478,8 @@ def policy_state(current: object) -> PolicyState:
     policy = getattr(current, "policy", None)
     revision = str(getattr(policy, "revision", "") or "unknown")
     failures = getattr(current, "reload_failures", 0)
-    return PolicyState(revision, failures if isinstance(failures, int) else 0)
+    failing = bool(getattr(current, "last_error", None))
+    return PolicyState(revision, failures if isinstance(failures, int) else 0, failing)
 
 
 class _Writer:

@@ -371,6 +371,7 @@ def test_a_scrape_of_any_worker_counts_every_worker(tmp_path: Path) -> None:
                 break
             time.sleep(0.05)
         assert totals[-3:] == [30, 30, 30], totals
+        assert value(samples, "asset_gateway_policy_reload_failing") == 0
         # A broken policy edit: each worker refuses it, and the host's counter has both refusals.
         (policies / "zz-broken.yaml").write_text("rules: [\n")
         deadline = time.monotonic() + 10
@@ -383,6 +384,7 @@ def test_a_scrape_of_any_worker_counts_every_worker(tmp_path: Path) -> None:
                 break
             time.sleep(0.05)
         assert failures[-3:] == [2, 2, 2], failures
+        assert value(samples, "asset_gateway_policy_reload_failing") == 1
     finally:
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=10) == 0
