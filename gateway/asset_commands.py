@@ -27,6 +27,10 @@ class AdminUnreachable(Exception):
     """The admin listener did not answer at all."""
 
 
+class InputError(Exception):
+    """A file named on the command line cannot be read (not a configuration problem)."""
+
+
 class AdminClient:
     """The admin API over plain HTTP (urllib: no event loop needed for one call)."""
 
@@ -102,9 +106,9 @@ def explain_failure(status: int, answer: Any, asset_id: str) -> str:
 # ---- commands
 
 
-def add_commands(commands: Any, settings_from: Any) -> None:
-    """Register `asset ...` and `reconcile` on the CLI's subparsers. `settings_from(args)` loads
-    Settings the way every other command does."""
+def add_commands(commands: Any, group: Any, settings_from: Any) -> None:
+    """Register `asset ...` and `reconcile` on the CLI's subparsers. `group(name, help)` makes a
+    command of subcommands; `settings_from(args)` loads Settings the way every other command does."""
 
     def with_admin(sub: argparse.ArgumentParser) -> argparse.ArgumentParser:
         sub.add_argument("--config", help="TOML config file (default: $GATEWAY_CONFIG)")
@@ -114,17 +118,17 @@ def add_commands(commands: Any, settings_from: Any) -> None:
     def call(args: argparse.Namespace) -> int:
         return _call(args, settings_from(args), args.method)
 
-    asset = commands.add_parser("asset", help="read and write asset records").add_subparsers(title="asset")
+    asset = group("asset", "read and write asset records")
     text = "print the stored record"
     get = with_admin(asset.add_parser("get", help=text, description=text))
-    get.add_argument("id")
+    get.add_argument("id", help="the asset id")
     get.set_defaults(run=call, method="GET")
     for name, text in (
         ("put", "store a full record (JSON from FILE or stdin); its version must be newer"),
         ("patch", "change some fields (JSON from FILE or stdin, with the new version)"),
     ):
         sub = with_admin(asset.add_parser(name, help=text, description=text))
-        sub.add_argument("id")
+        sub.add_argument("id", help="the asset id")
         sub.add_argument("file", nargs="?", default="-", help="JSON file, or - for stdin (default)")
         sub.set_defaults(run=call, method=name.upper())
         if name == "put":
@@ -135,13 +139,15 @@ def add_commands(commands: Any, settings_from: Any) -> None:
             )
     text = "mark the record deleted (a new version); the file then answers 410"
     delete = with_admin(asset.add_parser("delete", help=text, description=text))
-    delete.add_argument("id")
+    delete.add_argument("id", help="the asset id")
     delete.add_argument("--version", type=int, required=True, help="the new version")
     delete.set_defaults(run=call, method="DELETE")
 
-    text = "load records from an NDJSON file into the store (idempotent, resumable)"
+    text = "load records from an NDJSON file (or - for stdin) into the store (idempotent, resumable)"
     load = asset.add_parser("import", help=text, description=text)
-    load.add_argument("file", type=Path)
+    load.add_argument(
+        "file", type=Path, help="one JSON record per line; - reads stdin (then nothing is checkpointed)"
+    )
     load.add_argument("--config", help="TOML config file (default: $GATEWAY_CONFIG)")
     load.add_argument("--restart", action="store_true", help="ignore FILE.progress and start at line 1")
     load.set_defaults(run=lambda args: _import(args, settings_from(args)))
@@ -186,7 +192,7 @@ def _read(path: Path) -> bytes:
     try:
         return path.read_bytes()
     except OSError as exc:
-        raise ConfigError(f"{path}: {exc.strerror}") from None
+        raise InputError(f"{path}: {exc.strerror}") from None
 
 
 def _shared_store(settings: Settings) -> Any:
@@ -203,8 +209,9 @@ def _import(args: argparse.Namespace, settings: Settings) -> int:
     from gateway.progress import Progress
 
     path: Path = args.file
-    if not path.is_file():
-        raise ConfigError(f"{path}: no such file")
+    streamed = str(path) == "-"
+    if not streamed and not path.is_file():
+        raise InputError(f"{path}: no such file")
 
     async def run() -> int:
         store = _shared_store(settings)
@@ -213,15 +220,17 @@ def _import(args: argparse.Namespace, settings: Settings) -> int:
         for sig in (signal.SIGINT, signal.SIGTERM):  # stop cleanly: finish the batches in flight
             loop.add_signal_handler(sig, stop.set)
         importer = Importer(
-            path, store, progress=Progress(f"import {path.name}", "records"), stop=stop, restart=args.restart
-        )
+            path, store, progress=Progress(f"import {'stdin' if streamed else path.name}", "records"),
+            stop=stop, restart=args.restart, stream=sys.stdin.buffer if streamed else None,
+            bad_lines=sys.stderr,
+        )  # fmt: skip
         if importer.notice:
             print(f"asset-gateway: {importer.notice}", file=sys.stderr)
         try:
             summary = await importer.run()
         finally:
             await store.close()
-        print(summary_text(summary, path))
+        print(summary_text(summary, path, streamed=streamed))
         return import_exit_status(summary)
 
     return run_async(run())

@@ -11,6 +11,7 @@ any overlap harmless, the checkpoint only saves the time). Bad lines go to FILE.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 from collections import deque
@@ -88,8 +89,14 @@ class Importer:
         batch_size: int = BATCH_SIZE,
         in_flight: int = IN_FLIGHT,
         retry_delays: tuple[float, ...] = RETRY_DELAYS,
+        stream: IO[bytes] | None = None,
+        bad_lines: IO[str] | None = None,
     ) -> None:
+        """With `stream` (standard input) the lines come from it instead of `path`: nothing is
+        checkpointed, and bad lines go to `bad_lines` instead of FILE.errors."""
         self.path = path
+        self._stream = stream
+        self._bad_lines = bad_lines
         self.store = store
         self.progress = progress
         self.stop = stop if stop is not None else asyncio.Event()
@@ -98,8 +105,10 @@ class Importer:
         self.in_flight = in_flight
         self.retry_delays = retry_delays
         self.summary = ImportSummary()
-        self._size = path.stat().st_size
-        self._identity = {"size": self._size, "mtime_ns": path.stat().st_mtime_ns}
+        self._size = 0 if stream is not None else path.stat().st_size  # 0: unknown, no ETA
+        self._identity = (
+            {} if stream is not None else {"size": self._size, "mtime_ns": path.stat().st_mtime_ns}
+        )
         self._offset = 0
         self._checkpointed_at = 0.0
         self.notice = ""  # one line about the checkpoint, for the caller to show
@@ -113,9 +122,14 @@ class Importer:
         self.summary.resumed_after = self.summary.last_line = start_line
         self._offset = start_offset
         mode = "a" if start_line else "w"
-        with self.path.open("rb") as source, errors_path(self.path).open(mode, encoding="utf-8") as errors:
-            self._errors = errors
-            source.seek(start_offset)
+        with contextlib.ExitStack() as files:
+            if self._stream is not None:
+                source: IO[bytes] = self._stream
+                self._errors = self._bad_lines
+            else:
+                source = files.enter_context(self.path.open("rb"))
+                self._errors = files.enter_context(errors_path(self.path).open(mode, encoding="utf-8"))
+                source.seek(start_offset)
             pending: deque[tuple[asyncio.Task[list[WriteResult | StoreUnavailable]], _Batch]] = deque()
             try:
                 for batch in self._batches(source, start_line):
@@ -136,7 +150,7 @@ class Importer:
             self.summary.seconds = loop.time() - started
             if self.summary.stopped:
                 self._write_checkpoint(force=True)
-        if not self.summary.stopped:
+        if self._stream is None and not self.summary.stopped:
             checkpoint_path(self.path).unlink(missing_ok=True)
             if errors_path(self.path).stat().st_size == 0:  # no bad line in this run or the earlier ones
                 errors_path(self.path).unlink()
@@ -145,7 +159,7 @@ class Importer:
 
     def _resume_point(self) -> tuple[int, int]:
         checkpoint = checkpoint_path(self.path)
-        if self.restart or not checkpoint.exists():
+        if self._stream is not None or self.restart or not checkpoint.exists():
             return 0, 0
         try:
             saved = json.loads(checkpoint.read_text(encoding="utf-8"))
@@ -205,14 +219,16 @@ class Importer:
                 self.summary.stale += 1
         if batch.errors:  # written only now, so a resumed run does not list a bad line twice
             self.summary.failed += len(batch.errors)
-            assert self._errors is not None
-            self._errors.writelines(batch.errors)
+            if self._errors is not None:
+                self._errors.writelines(batch.errors)
         self.summary.last_line = batch.end_line
         self._offset = batch.end_offset
         self._write_checkpoint()
         self._draw()
 
     def _write_checkpoint(self, *, force: bool = False) -> None:
+        if self._stream is not None:
+            return  # standard input cannot be read again: nothing to resume from
         now = asyncio.get_running_loop().time()
         if not force and now - self._checkpointed_at < CHECKPOINT_EVERY:
             return
@@ -226,7 +242,7 @@ class Importer:
     def _draw(self, *, final: bool = False) -> None:
         if self.progress is None:
             return
-        fraction = self._offset / self._size if self._size else 1.0
+        fraction = self._offset / self._size if self._size else None if self._stream is not None else 1.0
         draw = self.progress.finish if final else self.progress.update
         draw(self.summary.records, fraction, self.summary.counts())
 
@@ -239,15 +255,20 @@ def _problem(exc: Exception) -> str:
     return f"not a JSON object ({exc})"
 
 
-def summary_text(summary: ImportSummary, path: Path) -> str:
+def summary_text(summary: ImportSummary, path: Path, *, streamed: bool = False) -> str:
     lines = [
-        f"{path.name}: {summary.counts()}",
+        f"{'stdin' if streamed else path.name}: {summary.counts()}",
         f"  {summary.records:,} records in {summary.seconds:.1f}s ({summary.rate():,.0f} records/s)"
         + (f", resumed after line {summary.resumed_after:,}" if summary.resumed_after else ""),
     ]
     if summary.failed:
-        lines.append(f"  bad lines are listed in {errors_path(path)}")
-    if summary.stopped:
+        lines.append(f"  bad lines are listed {'above' if streamed else f'in {errors_path(path)}'}")
+    if summary.stopped and streamed:
+        lines.append(
+            f"  stopped early: {summary.stopped}; every line up to {summary.last_line:,} is done, and "
+            "sending the same lines again is harmless (written records are skipped)"
+        )
+    elif summary.stopped:
         lines.append(
             f"  stopped early: {summary.stopped}; every line up to {summary.last_line:,} is done, "
             "and running the same command again resumes after it"

@@ -26,7 +26,7 @@ from gateway.models import PreviewIdentity, UserIdentity
 from gateway.sessions import SESSION_ALG, SESSION_AUDIENCE, SESSION_ISSUER, session_kid
 from gateway.settings import Secret, TokenKey, TokensSettings
 
-__all__ = ["MAX_TOKEN_BYTES", "REJECTION_REASONS", "Rejection", "TokenVerifier", "mint_token"]
+__all__ = ["MAX_TOKEN_BYTES", "REJECTION_REASONS", "Rejection", "TokenVerifier", "check_keys", "mint_token"]
 
 # Real tokens are well under 2 KB; the limit keeps parsing and the cache cheap under abuse.
 MAX_TOKEN_BYTES: Final = 8192
@@ -355,6 +355,13 @@ class TokenVerifier:
                 valid_until=exp + self._leeway,
             )
         return _Verdict(identity, valid_from - self._leeway, identity.valid_until)
+
+
+def check_keys(settings: TokensSettings) -> None:
+    """Load every configured key as the gateway would: raises ValueError naming the first unusable
+    one (an algorithm that does not fit its PEM, a weak secret...). Every command runs this."""
+    for index, token_key in enumerate(settings.keys):
+        _load_key(token_key, f"tokens.keys[{index}]")
 
 
 def _claims_refusal(error: jwt.PyJWTError) -> Rejection:

@@ -19,12 +19,13 @@ from gateway.state.factory import open_store
 from gateway.state.redis import RedisAssetStore
 
 
-def add_commands(commands: Any, settings_from: Any) -> None:
-    """Register `cdn purge` on the CLI's subparsers."""
-    cdn = commands.add_parser("cdn", help="the CDN in front of the gateway").add_subparsers(title="cdn")
+def add_commands(commands: Any, group: Any, settings_from: Any) -> None:
+    """Register `cdn purge` on the CLI's subparsers; `group(name, help)` makes a command of
+    subcommands that prints its own help when given alone."""
+    cdn = group("cdn", "the CDN in front of the gateway")
     text = "purge assets at the CDN (hard purges of their keys and /media paths)"
     purge = cdn.add_parser("purge", help=text, description=text)
-    purge.add_argument("ids", nargs="+", metavar="ID")
+    purge.add_argument("ids", nargs="+", metavar="ID", help="asset ids to purge")
     purge.add_argument("--config", help="TOML config file (default: $GATEWAY_CONFIG)")
     purge.add_argument(
         "--direct", action="store_true", help="send now from this command instead of through the queue"

@@ -33,14 +33,19 @@ def policy_files(directory: str | Path) -> list[Path]:
 
 
 def read_sources(directory: str | Path) -> PolicySources:
+    """The files of a policy directory, or one named policy file on its own."""
     base = Path(directory)
     digest = hashlib.sha256()
-    if not base.is_dir():
+    if base.is_file():
+        paths = [base]
+    elif base.is_dir():
+        paths = policy_files(base)
+    else:
         problem = Problem(str(base), 0, "policy directory does not exist")
         return PolicySources(base, (), (problem,), digest.hexdigest()[:12])
     texts: list[tuple[Path, str]] = []
     problems: list[Problem] = []
-    for path in policy_files(base):
+    for path in paths:
         try:
             text = path.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as exc:
@@ -50,7 +55,9 @@ def read_sources(directory: str | Path) -> PolicySources:
         digest.update(path.name.encode() + b"\0" + text.encode() + b"\0")
         texts.append((path, text))
     if not texts and not problems:
-        problems.append(Problem(str(base), 0, "no *.yaml policy files in this directory"))
+        others = sorted(p.name for p in base.glob("*.yml") if p.is_file())
+        hint = f" ({len(others)} *.yml file(s): rename them to .yaml)" if others else ""
+        problems.append(Problem(str(base), 0, f"no *.yaml policy files in this directory{hint}"))
     return PolicySources(base, tuple(texts), tuple(problems), digest.hexdigest()[:12])
 
 

@@ -390,6 +390,11 @@ def test_missing_directory_and_directory_without_files(tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()
     (tmp_path / "empty" / "notes.yml").write_text("rules: []\n", encoding="utf-8")
     (problem,) = load_problems(tmp_path / "empty")
+    assert (
+        problem.message == "no *.yaml policy files in this directory (1 *.yml file(s): rename them to .yaml)"
+    )
+    (tmp_path / "empty" / "notes.yml").unlink()
+    (problem,) = load_problems(tmp_path / "empty")
     assert problem.message == "no *.yaml policy files in this directory"
 
 
