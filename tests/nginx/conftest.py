@@ -69,9 +69,10 @@ class NginxServer:
 
 
 @contextlib.contextmanager
-def run_nginx(template: str, upstream: str) -> Iterator[NginxServer]:
+def run_nginx(template: str, upstream: str, *, tls: str = "") -> Iterator[NginxServer]:
     """nginx in the foreground, one process, everything (config, logs, pid, temp files) in a
-    temporary directory, listening on a free loopback port."""
+    temporary directory, listening on a free loopback port (with `ssl` when `tls` holds the
+    template's certificate lines)."""
     binary = require_binary("nginx")
     with tempfile.TemporaryDirectory(prefix="gateway-nginx-") as tmp:
         directory = Path(tmp)
@@ -79,11 +80,12 @@ def run_nginx(template: str, upstream: str) -> Iterator[NginxServer]:
         site = render_template(
             (NGINX_DIR / template).read_text(),
             {
-                "ASSET_GATEWAY_LISTEN": f"127.0.0.1:{port}",
+                "ASSET_GATEWAY_LISTEN": f"127.0.0.1:{port}" + (" ssl" if tls else ""),
                 "ASSET_GATEWAY_SERVER_NAMES": "_",
                 "ASSET_GATEWAY_UPSTREAM": upstream,
                 "ASSET_GATEWAY_RESOLVER": "127.0.0.1",
                 "ASSET_GATEWAY_ACCESS_LOG": str(directory / "access.log"),
+                "ASSET_GATEWAY_TLS": tls,
             },
         )
         (directory / "asset-gateway.conf").write_text(site)
