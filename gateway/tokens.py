@@ -234,10 +234,12 @@ class TokenVerifier:
         return checked
 
     def _verify_or_raise(self, use: str, token: str, now: float) -> Identity | Rejection:
-        if not isinstance(token, str) or not token.isascii():
+        if not isinstance(token, str):
             return _MALFORMED
         if len(token) > MAX_TOKEN_BYTES:
-            return _TOO_LARGE  # ASCII, so characters are bytes: checked before anything is parsed
+            return _TOO_LARGE  # checked before anything else reads the whole token
+        if not token.isascii():
+            return _MALFORMED  # so from here on characters are bytes
         cache_key = (use, hashlib.sha256(token.encode("ascii")).digest())
         verdict = self._cache.get(cache_key) if self._cache_size else None
         if verdict is None:
