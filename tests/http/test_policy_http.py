@@ -319,6 +319,19 @@ async def test_admin_explain_returns_the_trace_and_never_the_token(served: Serve
     assert limited["where"] == f"{served.policy_dir / 'default.yaml'}:{line + 1}"
     text = json.dumps(body)
     assert token not in text and token[-16:] not in text
+    assert body["refused"] == []
+
+
+async def test_admin_explain_says_why_a_token_was_refused(served: Served, keys: Keys) -> None:
+    token = keys.user_token("u7", ttl=-3600)
+    status, body = await served.admin(
+        f"/explain?url=http://{LIVE}/media/ex3/r.pdf", **{"X-Explain-Token": token}
+    )
+    assert status == 200
+    assert body["identity"] == {"user": None, "preview": None}
+    (refusal,) = body["refused"]
+    assert refusal.endswith(": user token: expired; preview token: unknown_kid")
+    assert token not in json.dumps(body)
 
 
 async def test_admin_explain_masks_a_preview_link_and_answers_like_the_gateway(
