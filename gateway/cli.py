@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 from gateway.asset_commands import InputError
 from gateway.asset_commands import add_commands as add_asset_commands
 from gateway.cdn.commands import add_commands as add_cdn_commands
+from gateway.observability import LEVELS as LOG_LEVELS
 from gateway.observability import mask_secrets, protect_secrets
 from gateway.runtime import run_async
 from gateway.settings import ConfigError, Settings, describe_settings, load_settings, secret_values
@@ -74,12 +75,15 @@ def _parser() -> argparse.ArgumentParser:
     demo = command("demo", _demo, "run the self-contained demo: in-process S3, example files, tokens")
     demo.add_argument("--port", type=int, default=8080, help="public listener's port (default: 8080)")
     demo.add_argument("--admin-port", type=int, default=9090, help="admin listener's port (default: 9090)")
+    demo.add_argument(
+        "--log-level", choices=LOG_LEVELS, default="info", help="least severe log lines written"
+    )
 
     serve = with_config(command("serve", _serve, "run the gateway"))
     serve.add_argument("--workers", type=int, help="processes sharing the port (default: server.workers)")
     serve.add_argument(
         "--log-level",
-        choices=("debug", "info", "warning", "error", "critical"),
+        choices=LOG_LEVELS,
         help="least severe log lines written (default: server.log_level, info)",
     )
 
@@ -182,7 +186,7 @@ def _serve(args: argparse.Namespace) -> int:
 def _demo(args: argparse.Namespace) -> int:
     from gateway.demo import run_demo
 
-    return run_demo(port=args.port, admin_port=args.admin_port)
+    return run_demo(port=args.port, admin_port=args.admin_port, log_level=args.log_level)
 
 
 def _policy_dir(args: argparse.Namespace) -> str:

@@ -353,8 +353,8 @@ def admin_examples(demo: Demo) -> list[tuple[str, str]]:
     ]  # fmt: skip
 
 
-def run_demo(port: int = 8080, admin_port: int = 9090) -> int:
-    configure_logging()
+def run_demo(port: int = 8080, admin_port: int = 9090, log_level: str = "info") -> int:
+    configure_logging(log_level)
     logging.getLogger("werkzeug").setLevel(logging.WARNING)  # moto's own request log
     logging.getLogger("botocore").setLevel(logging.WARNING)
     with embedded_s3() as endpoint:
