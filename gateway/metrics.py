@@ -398,8 +398,8 @@ def render(
     counts: Counts, policy: PolicyState, started: float, workers: int = 1, *, version: str = "unknown",
     now: float | None = None,
 ) -> str:  # fmt: skip
-    """The exposition text for one scrape. `counts.reload_failures` and `counts.started`, when
-    set, are the host's (all workers); otherwise `policy` and `started` speak for this process."""
+    """The exposition text for one scrape: `counts` (this process's, plus the other workers'),
+    the revision in force from `policy`, and the earliest of `started` and `counts.started`."""
     out = _Writer()
     out.family("asset_gateway_requests_total")
     for (endpoint, outcome, rule, status), value in sorted(counts.requests.items()):
@@ -434,9 +434,7 @@ def render(
         out.sample("asset_gateway_invalidation_last_message_age_seconds", {}, round(max(age, 0.0), 3))
     out.family("asset_gateway_policy_info")
     out.sample("asset_gateway_policy_info", {"revision": policy.revision}, 1)
-    out.single(
-        "asset_gateway_policy_reload_failures_total", max(counts.reload_failures, policy.reload_failures)
-    )
+    out.single("asset_gateway_policy_reload_failures_total", counts.reload_failures)
     out.single("asset_gateway_policy_reload_failing", 1 if policy.failing else 0)
     _render_purges(out, counts)
     out.family("asset_gateway_build_info")

@@ -84,7 +84,7 @@ def test_render_is_valid_exposition_with_escaped_labels() -> None:
     metrics.observe("media", "serve", "serve", 302, 0.003)
     metrics.observe("media", "serve", "serve", 302, 7.0)
     metrics.store_error()
-    text = render(metrics.snapshot(), PolicyState("rev-1", 2), started=1700000000.5)
+    text = render(metrics.snapshot(reload_failures=2), PolicyState("rev-1", 2), started=1700000000.5)
     samples = parse(text)
     assert value(samples, "asset_gateway_requests_total", rule="serve", status="302") == 2
     assert value(samples, "asset_gateway_requests_total", rule='rule "quoted"\\ and\nnewline') == 1
