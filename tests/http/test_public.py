@@ -415,3 +415,23 @@ async def test_one_access_line_per_request_without_tokens(
     assert first["path"] == "/media/lg1/f.pdf" and first["preview"] == "bp-9"
     assert second["subject"] == "u-log" and second["request_id"] == "rid-1"
     assert {"host", "asset_id", "outcome", "duration_ms", "policy_revision"} <= second.keys()
+    assert (first["level"], first["logger"], first["event"]) == ("info", "gateway.access", "access")
+
+
+async def test_the_access_line_names_the_client_its_agent_and_its_trace(
+    running: RunningGateway, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The test client is 127.0.0.1, a trusted proxy by default: its X-Forwarded-For is believed."""
+    caplog.set_level(logging.INFO, logger="gateway.access")
+    await running.get(
+        "/media/nothere/f.pdf", **{
+            "X-Forwarded-For": "198.51.100.4, 127.0.0.1", "User-Agent": "agent/" + "x" * 500,
+            "traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+        },
+    )  # fmt: skip
+    import json
+
+    (line,) = [json.loads(r.getMessage()) for r in caplog.records if r.name == "gateway.access"]
+    assert line["client_ip"] == "198.51.100.4"
+    assert line["user_agent"] == ("agent/" + "x" * 500)[:200]
+    assert line["trace_id"] == "0af7651916cd43dd8448eb211c80319c"
