@@ -161,11 +161,21 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 
 def _config(args: argparse.Namespace) -> int:
+    """The settings as `serve` would run with them; exit 1 when the policy it would load is invalid
+    (serve refuses to start then), after listing every problem."""
     settings = _settings(args)
     rows = describe_settings(settings)
     width = max(len(key) for key, _, _ in rows)
     for key, value, source in rows:
         print(f"{key:<{width}}  {value}  ({source})")
+    policy = _load_policy_reporting(settings.policies.dir)
+    if policy is None:
+        return 1
+    print(
+        f"asset-gateway: policies in {settings.policies.dir}: {len(policy.rules)} rules, "
+        f"revision {policy.revision}: ok",
+        file=sys.stderr,
+    )
     return 0
 
 

@@ -121,6 +121,17 @@ def test_config_refuses_a_key_whose_algorithm_does_not_fit_its_pem(tmp_path: Pat
         )
 
 
+def test_config_lists_the_problems_of_the_policy_serve_would_refuse(tmp_path: Path) -> None:
+    (tmp_path / "default.yaml").write_text("rules:\n  - name: broken\n    then: {deny: 999}\n")
+    done = run("config", GATEWAY_POLICIES_DIR=str(tmp_path))
+    assert done.code == 1
+    assert "policies.dir" in done.stdout  # the settings are still shown
+    assert re.search(rf"^{re.escape(str(tmp_path / 'default.yaml'))}:3: ", done.stderr, re.MULTILINE)
+    good = run("config", GATEWAY_POLICIES_DIR=str(POLICIES))
+    assert good.code == 0
+    assert re.search(r"policies in .*: \d+ rules, revision [0-9a-f]+: ok", good.stderr)
+
+
 # ---- token mint with the README's configuration
 
 
