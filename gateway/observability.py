@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import functools
 import ipaddress
 import json
 import logging
@@ -17,7 +18,7 @@ import re
 import sys
 import time
 import traceback
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, TextIO
 
 ACCESS_LOGGER = "gateway.access"
@@ -62,26 +63,38 @@ def format_line(now: float, level: str, logger: str, pid: int, event: str, field
     return head if body == "{}" else f"{head[:-1]},{body[1:]}"
 
 
+_ACCESS_HEAD = f'"level":"info","logger":"{ACCESS_LOGGER}","pid":%d,"event":"{ACCESS_EVENT}"'
+
+
+def access_line(now: float, fields: Mapping[str, Any]) -> str:
+    """`format_line` for an access line, built with one encode: it is written for every request.
+    The fields are the handler's own, never named like a base key."""
+    body = _encode(fields)
+    head = f'{{"ts":"{_clock.text(now)}",' + _ACCESS_HEAD % os.getpid()
+    return head + "}" if body == "{}" else f"{head},{body[1:]}"
+
+
 def client_fields(
-    peer: str | None, headers: Mapping[str, str], peer_trusted: bool, trusted: tuple[Any, ...]
+    peer: str | None, headers: Mapping[str, str], is_trusted: Callable[[str], bool]
 ) -> dict[str, str]:
     """The access line's `client_ip`, `user_agent` and `trace_id` for one request.
 
     `client_ip` is the peer, or, when the peer is a trusted proxy, the nearest X-Forwarded-For
     address that is not itself a trusted proxy (addresses further left are the client's word only).
-    `trace_id` is the trace of a well-formed W3C `traceparent`, so logs join a distributed trace."""
+    `trace_id` is the trace of a well-formed W3C `traceparent`, so logs join a distributed trace.
+    `is_trusted(address)` says whether an address is a trusted proxy (the parser's, remembered)."""
     fields: dict[str, str] = {}
     client = peer or ""
-    if peer_trusted:
-        forwarded = headers.get("X-Forwarded-For", "")
-        for hop in reversed([part.strip() for part in forwarded.split(",") if part.strip()]):
-            try:
-                address = ipaddress.ip_address(hop)
-            except ValueError:
-                break  # not an address: nothing left of it can be trusted either
-            client = str(address)
-            if not any(address in network for network in trusted):
-                break
+    if client and is_trusted(client):
+        forwarded = headers.get("X-Forwarded-For")
+        if forwarded:
+            for hop in reversed(forwarded.split(",")):
+                address = _address(hop.strip())
+                if address is None:
+                    break  # not an address: nothing left of it can be trusted either
+                client = address
+                if not is_trusted(address):
+                    break
     if client:
         fields["client_ip"] = client
     agent = headers.get("User-Agent")
@@ -93,6 +106,16 @@ def client_fields(
         if match and match.group(1) != "0" * 32:
             fields["trace_id"] = match.group(1)
     return fields
+
+
+@functools.lru_cache(maxsize=4096)
+def _address(text: str) -> str | None:
+    """`text` as a normalised IP address, or None; remembered, since the same proxies and clients
+    come back request after request and parsing an address is slow."""
+    try:
+        return str(ipaddress.ip_address(text))
+    except ValueError:
+        return None
 
 
 class AccessLines:
@@ -139,7 +162,7 @@ def mask_secrets(text: str) -> str:
 
 def log_access(fields: dict[str, Any]) -> None:
     if _access.isEnabledFor(logging.INFO):
-        line = format_line(time.time(), "info", ACCESS_LOGGER, os.getpid(), ACCESS_EVENT, fields)
+        line = access_line(time.time(), fields)
         if _access_lines is not None:
             _access_lines.add(line)
             return

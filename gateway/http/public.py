@@ -239,12 +239,7 @@ def _log_and_count(
     """The request's one access line and its metrics, the same for full evaluations and cache hits."""
     elapsed = time.perf_counter() - started
     fields["duration_ms"] = round(elapsed * 1000, 3)
-    peer = request.remote
-    fields.update(
-        client_fields(
-            peer, request.headers, gateway.parser.is_trusted(peer), gateway.settings.server.trusted_proxies
-        )
-    )
+    fields.update(client_fields(request.remote, request.headers, gateway.parser.is_trusted))
     log_access(fields)
     gateway.metrics.observe(endpoint, fields["outcome"], rule, fields["status"], elapsed)
 
