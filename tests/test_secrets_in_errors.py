@@ -12,7 +12,7 @@ import sys
 
 import pytest
 
-from gateway.observability import _Formatter, protect_secrets
+from gateway.observability import JsonFormatter, protect_secrets
 from gateway.redaction import redact_url, scrub, url_passwords
 from gateway.settings import ConfigError, Secret, Settings, StateSettings, load_settings, secret_values
 from gateway.state.factory import open_store
@@ -101,7 +101,7 @@ def test_log_lines_are_masked_once_settings_are_known() -> None:
     try:
         stream = io.StringIO()
         handler = logging.StreamHandler(stream)
-        handler.setFormatter(_Formatter())
+        handler.setFormatter(JsonFormatter())
         logger = logging.getLogger("tests.secrets")
         logger.addHandler(handler)
         try:

@@ -13,7 +13,7 @@ from aiohttp import web
 
 from gateway.http.public import GATEWAY, Gateway
 from gateway.http.runner import LIMITS, NO_STORE, SERVER_HEADER
-from gateway.observability import log_access, new_request_id
+from gateway.observability import client_fields, log_access, new_request_id
 from gateway.settings import listener_limits
 
 log = logging.getLogger(__name__)
@@ -62,6 +62,7 @@ async def answer_every_request(request: web.Request, handler: Handler) -> web.St
     fields = {"request_id": rid, "listener": "admin", "method": request.method,
               "path": request.rel_url.raw_path, "status": response.status,
               "duration_ms": round((time.perf_counter() - started) * 1000, 3)}  # fmt: skip
+    fields.update(client_fields(request.remote, request.headers, request.app[GATEWAY].parser.is_trusted))
     log_access(fields)
     return response
 

@@ -316,6 +316,7 @@ async def test_each_write_is_one_audit_line_and_counted_by_result(
     admin: Admin, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO, logger="gateway.admin")
+    caplog.set_level(logging.INFO, logger="gateway.access")
     formatter = JsonFormatter()
     assert (await admin.call("PUT", "aud1", body("aud1", 2)))[0] == 201
     assert (await admin.call("PUT", "aud1", body("aud1", 2)))[0] == 200  # the same record again
@@ -326,6 +327,10 @@ async def test_each_write_is_one_audit_line_and_counted_by_result(
     ]  # fmt: skip
     assert lines[0]["asset_id"] == "aud1" and lines[0]["method"] == "PUT" and lines[0]["applied"] is True
     assert ADMIN_TOKEN not in json.dumps(lines)
+    access = [json.loads(r.getMessage()) for r in caplog.records if r.name == "gateway.access"]
+    assert [(line["listener"], line["status"], line["client_ip"]) for line in access] == [
+        ("admin", 201, "127.0.0.1"), ("admin", 200, "127.0.0.1"), ("admin", 409, "127.0.0.1"),
+    ]  # fmt: skip
     gateway = admin.public.gateway
     assert gateway.metrics.counts.admin_writes == {"applied": 1, "unchanged": 1, "stale": 1}
     # The applied write came back over Redis pub/sub: counted with the time it arrived.
