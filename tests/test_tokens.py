@@ -418,3 +418,19 @@ def test_reasons_are_the_documented_set() -> None:
         "expired", "not_yet_valid", "bad_signature", "unknown_kid", "alg_not_allowed",
         "wrong_issuer", "wrong_audience", "malformed", "too_large", "revoked",
     }  # fmt: skip
+
+
+def test_a_revoked_session_is_refused_as_revoked_every_time_it_is_asked() -> None:
+    from gateway.sessions import mint_session, new_session
+
+    secret = Secret("session-secret-0123456789-abcdefghijklmnop")
+    ended: set[str] = set()
+    verifier = TokenVerifier(
+        TokensSettings(), session_secrets=(secret,), revoked=lambda identity: identity.sid in ended
+    )
+    session = new_session("u1", None, ["g"], NOW, 600)
+    token = mint_session(session, secret)
+    assert isinstance(verifier.check("user", token, NOW + 1), UserIdentity)
+    ended.add(session.sid)  # signed out: the cached verdict must not outlive it
+    assert verifier.check("user", token, NOW + 2) == Rejection("revoked")
+    assert verifier.verify_user(token, NOW + 2) is None
