@@ -149,7 +149,12 @@ def readme_config(tmp_path: Path, public_pem: str) -> Path:
 def test_token_mint_works_with_the_readme_config(tmp_path: Path) -> None:
     private, public = new_rsa_pem_pair()
     config = readme_config(tmp_path, public)
-    env = {"JWT_AUTH_SECRET": PREVIEW_SECRET, "GATEWAY_ADMIN_TOKEN": "x"}
+    env = {
+        "JWT_AUTH_SECRET": PREVIEW_SECRET,
+        "GATEWAY_ADMIN_TOKEN": "x",
+        "OIDC_CLIENT_SECRET": "client-secret",
+        "SESSION_SECRET": "session-secret-0123456789-abcdefghijklmnop",
+    }
     settings = load_settings(str(config), env)
     verifier = TokenVerifier(settings.tokens)
 
