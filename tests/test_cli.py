@@ -51,7 +51,7 @@ def test_version() -> None:
     assert re.fullmatch(r"asset-gateway \d+\.\d+\.\d+\S*\n", done.stdout)
 
 
-@pytest.mark.parametrize("group", ["policy", "token", "asset"])
+@pytest.mark.parametrize("group", ["policy", "token", "asset", "cdn"])
 def test_a_command_group_alone_prints_its_own_help(group: str) -> None:
     done = run(group)
     assert done.code == 2
