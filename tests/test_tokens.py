@@ -12,8 +12,9 @@ from typing import Any
 
 import jwt
 import pytest
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
 from gateway.models import PreviewIdentity, UserIdentity
 from gateway.settings import Secret, TokenKey, TokensSettings
@@ -197,6 +198,79 @@ def test_hs256_signed_with_rsa_public_key_rejected(verifier: TokenVerifier, rsa_
         user_claims(),
         lambda data: hmac.new(secret, data, hashlib.sha256).digest(),
     )
+    assert verifier.verify_user(token, NOW) is None
+
+
+# Algorithms are pinned per key (DESIGN 2.3). These tokens are signed by hand, with `hmac` and
+# `cryptography`, so the expectation does not lean on the JWT library the verifier uses; each one is
+# correctly signed for the algorithm its header names, with the very secret or private key the
+# configured key belongs to. Only the algorithm differs from the one the key is pinned to.
+
+
+def rsa_private(rsa_pair: RsaPair) -> rsa.RSAPrivateKey:
+    key = serialization.load_pem_private_key(rsa_pair.private_pem.encode(), password=None)
+    assert isinstance(key, rsa.RSAPrivateKey)
+    return key
+
+
+def signed_by_hand(alg: str, key: object, claims: dict[str, Any], kid: str | None = KID) -> str:
+    """A JWS built from its definition (RFC 7515/7518), for `alg` in HS256/HS512/RS256/RS512/
+    PS256/ES256; `key` is the HMAC secret (bytes) or the private key object."""
+    header: dict[str, Any] = {"alg": alg, "typ": "JWT", **({"kid": kid} if kid else {})}
+
+    def sign(data: bytes) -> bytes:
+        digest = {"256": hashes.SHA256(), "512": hashes.SHA512()}[alg[2:]]
+        if alg.startswith("HS"):
+            assert isinstance(key, bytes)
+            return hmac.new(key, data, {"256": hashlib.sha256, "512": hashlib.sha512}[alg[2:]]).digest()
+        if alg.startswith("RS"):
+            assert isinstance(key, rsa.RSAPrivateKey)
+            return key.sign(data, padding.PKCS1v15(), digest)
+        if alg.startswith("PS"):
+            assert isinstance(key, rsa.RSAPrivateKey)
+            pss = padding.PSS(mgf=padding.MGF1(digest), salt_length=digest.digest_size)
+            return key.sign(data, pss, digest)
+        assert alg == "ES256" and isinstance(key, ec.EllipticCurvePrivateKey)
+        r, s = decode_dss_signature(key.sign(data, ec.ECDSA(digest)))
+        return r.to_bytes(32, "big") + s.to_bytes(32, "big")  # JWS wants r || s, not DER
+
+    return handmade(header, claims, sign)
+
+
+def test_hand_signed_tokens_in_the_pinned_algorithm_are_accepted(
+    verifier: TokenVerifier, rsa_pair: RsaPair
+) -> None:
+    """The control for the rejections below: the hand signing itself is right."""
+    user = signed_by_hand("RS256", rsa_private(rsa_pair), user_claims())
+    assert verifier.verify_user(user, NOW) == UserIdentity(
+        "user-1", "org-1", frozenset({"editors"}), NOW + 300
+    )
+    preview = signed_by_hand("HS256", PREVIEW_SECRET.encode(), preview_claims(), kid=None)
+    assert verifier.verify_preview(preview, NOW) == PreviewIdentity("bypass-1", False, NOW + 300)
+
+
+def test_hs512_token_on_an_hs256_key_rejected() -> None:
+    """The secret is long enough for HS512 too, so only the pinning can refuse the token."""
+    secret = "s" * 64
+    key = TokenKey(use="preview", alg="HS256", secret=Secret(secret))
+    verifier = TokenVerifier(TokensSettings(keys=(key,)))
+    control = signed_by_hand("HS256", secret.encode(), preview_claims(), kid=None)
+    assert verifier.verify_preview(control, NOW) is not None
+    token = signed_by_hand("HS512", secret.encode(), preview_claims(), kid=None)
+    assert verifier.verify_preview(token, NOW) is None
+
+
+@pytest.mark.parametrize("alg", ["PS256", "RS512"])
+def test_other_rsa_algorithm_on_an_rs256_key_rejected(
+    verifier: TokenVerifier, rsa_pair: RsaPair, alg: str
+) -> None:
+    """Signed with the identity provider's own private key, only not in RS256."""
+    token = signed_by_hand(alg, rsa_private(rsa_pair), user_claims())
+    assert verifier.verify_user(token, NOW) is None
+
+
+def test_es256_token_on_an_rs256_key_rejected(verifier: TokenVerifier) -> None:
+    token = signed_by_hand("ES256", ec.generate_private_key(ec.SECP256R1()), user_claims())
     assert verifier.verify_user(token, NOW) is None
 
 
