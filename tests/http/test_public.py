@@ -256,6 +256,17 @@ async def test_access_limited_needs_a_listed_user(running: RunningGateway, keys:
     assert (status, body) == (200, running.objects["al1"])
 
 
+async def test_organisation_not_listed_is_404_on_the_live_host(running: RunningGateway, keys: Keys) -> None:
+    """Limited to one organisation: a member of another one (listed by nothing else) gets 404."""
+    await running.put(id="ao1", filename="pay.csv", access_limited={"organisations": ["org-y"]})
+    outsider = keys.user_token("u9", org="org-x", groups=["finance"])
+    response = await running.get("/media/ao1/pay.csv", Authorization=f"Bearer {outsider}")
+    assert response.status == 404
+    assert response.headers["Cache-Control"] == "private, no-store"
+    member = keys.user_token("u8", org="org-y")
+    assert (await running.get("/media/ao1/pay.csv", Authorization=f"Bearer {member}")).status == 302
+
+
 # ---- 7. scan state
 
 
