@@ -4,27 +4,72 @@ the public listener of the same gateway showing that accepted writes take effect
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import random
 import time
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+import redis
+from aiohttp import ClientSession, web
 
-from gateway.http.admin import MAX_BODY_BYTES
-from gateway.http.assets_api import merge_patch
+from gateway.app import build_gateway, create_public_app
+from gateway.http.admin import MAX_BODY_BYTES, create_admin_app
+from gateway.http.assets_api import MERGE_ATTEMPTS, merge_patch
+from gateway.http.runner import GatewayRunner
+from gateway.models import AssetRecord
 from gateway.observability import JsonFormatter
-from gateway.records import record_from_dict
+from gateway.presign import Presigner, credentials_from_chain
+from gateway.records import record_from_dict, record_to_dict
+from gateway.settings import Secret, Settings
+from gateway.state.factory import open_store
+from gateway.state.redis import RedisAssetStore, asset_key
 from tests.http.conftest import (
     ADMIN_TOKEN,
     DRAFT,
     LIVE,
     Admin,
+    Keys,
+    RunningGateway,
     body,
+    gateway_settings,
 )
-from tests.servers import RedisServer
+from tests.servers import RedisServer, S3Server, free_port
 from tests.waiting import until
+
+
+@contextlib.asynccontextmanager
+async def serving_admin(settings: Settings, s3: S3Server, backend: RedisAssetStore) -> AsyncIterator[Admin]:
+    """Both listeners of one gateway with these settings on `backend`, subscribed to invalidations
+    (the `admin` fixture's, with an admin token, is the usual one)."""
+    gateway = build_gateway(
+        settings, store=backend, presigner=Presigner(settings.s3, credentials_from_chain(s3.region))
+    )
+    runner = GatewayRunner(create_public_app(gateway))
+    admin_runner = GatewayRunner(create_admin_app(gateway))
+    await runner.setup()
+    await admin_runner.setup()
+    port, admin_port = free_port(), free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    await web.TCPSite(admin_runner, "127.0.0.1", admin_port).start()
+    try:
+        await asyncio.wait_for(gateway.invalidations.subscribed.wait(), 5)
+        async with ClientSession() as session:
+            public = RunningGateway(f"http://127.0.0.1:{port}", gateway, backend, s3, session)
+            yield Admin(f"http://127.0.0.1:{admin_port}", session, public)
+    finally:
+        await admin_runner.cleanup()
+        await runner.cleanup()
+
+
+def redis_backend(redis_url: str) -> RedisAssetStore:
+    backend = open_store(redis_url)
+    assert isinstance(backend, RedisAssetStore)
+    return backend
+
 
 # ---- PUT and GET
 
@@ -142,12 +187,94 @@ async def test_missing_or_wrong_token_is_401_and_changes_nothing(
     assert await admin.stored("auth2") is None
 
 
+@pytest.mark.parametrize(
+    "authorization", [None, "Bearer", "Bearer ", "Bearer anything", f"Bearer {ADMIN_TOKEN}"]
+)
+async def test_no_admin_token_configured_every_admin_request_is_401_and_changes_nothing(
+    redis_url: str, s3_server: S3Server, keys: Keys, authorization: str | None
+) -> None:
+    """Deny by default: an unset admin.token is not a token that an empty bearer matches."""
+    settings = gateway_settings(redis_url, s3_server, keys)
+    assert not settings.admin.token
+    async with serving_admin(settings, s3_server, redis_backend(redis_url)) as admin:
+        await admin.public.put(id="open1", filename="file.pdf", draft=True)
+        headers = {} if authorization is None else {"Authorization": authorization}
+        attempts = [
+            ("PUT", "open1", body("open1", 5), {}),
+            ("PUT", "open2", body("open2", 1), {}),
+            ("PATCH", "open1", {"version": 5, "draft": False}, {}),
+            ("DELETE", "open1", None, {"version": "5"}),
+            ("GET", "open1", None, {}),
+        ]
+        for method, asset_id, payload, params in attempts:
+            status, answer, _ = await admin.call(
+                method, asset_id, payload, token=None, headers=headers, **params
+            )
+            assert (status, answer) == (401, {"error": "unauthorized"}), method
+        stored = await admin.public.backend.get("open1")
+        assert stored is not None and (stored.version, stored.draft, stored.deleted) == (1, True, False)
+        assert await admin.public.backend.get("open2") is None
+
+
 async def test_unknown_ids_are_404(admin: Admin) -> None:
     assert (await admin.call("GET", "nosuch"))[:2] == (404, {"error": "not_found"})
     assert (await admin.call("GET", "bad id!"))[:2] == (404, {"error": "not_found"})
     assert (await admin.call("PATCH", "nosuch", {"version": 2}))[:2] == (404, {"error": "not_found"})
     assert (await admin.call("DELETE", "nosuch", version="2"))[:2] == (404, {"error": "not_found"})
     assert await admin.stored("nosuch") is None
+
+
+async def test_get_reads_redis_not_this_process_cache(admin: Admin, redis_url: str) -> None:
+    """A record changed in Redis behind the cache's back (no invalidation published): the public
+    listener still answers from its cache, the admin GET answers what Redis holds."""
+    await admin.call("PUT", "rd1", body("rd1", 1, filename="one.pdf"))
+    assert (await admin.public.get("/media/rd1/one.pdf")).status == 302
+    cached = admin.public.gateway.store.peek("rd1")
+    assert isinstance(cached, AssetRecord) and cached.version == 1
+    behind = record_from_dict(body("rd1", 2, filename="two.pdf"))
+    raw = redis.Redis.from_url(redis_url)
+    try:
+        raw.hset(asset_key("rd1"), mapping={"version": "2", "record": json.dumps(record_to_dict(behind))})
+    finally:
+        raw.close()
+    assert admin.public.gateway.store.peek("rd1") is cached  # the cache still holds version 1
+    status, answer, _ = await admin.call("GET", "rd1")
+    assert (status, answer["version"], answer["filename"]) == (200, 2, "two.pdf")
+
+
+async def test_every_write_attempt_leaves_one_audit_line_without_the_token(
+    admin: Admin, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="gateway.admin")
+    assert (await admin.call("PUT", "aud1", body("aud1", 1)))[0] == 201
+    assert (await admin.call("PUT", "aud1", body("aud1", 1)))[0] == 200  # a retry: unchanged
+    assert (await admin.call("PATCH", "aud1", {"version": 1, "draft": True}))[0] == 409
+    assert (await admin.call("DELETE", "aud1", version="3"))[0] == 200
+    assert (await admin.call("PUT", "aud1", {"version": 9}))[0] == 422  # invalid: never reached the store
+    lines = [r.getMessage() for r in caplog.records if r.name == "gateway.admin"]
+    assert all(ADMIN_TOKEN not in line for line in lines)
+    entries = [json.loads(line) for line in lines]
+    common = {"event": "asset_write", "asset_id": "aud1", "remote": "127.0.0.1"}
+    assert entries == [
+        {**common, "method": "PUT", "version": 1, "applied": True, "unchanged": False, "current_version": 1},
+        {**common, "method": "PUT", "version": 1, "applied": False, "unchanged": True, "current_version": 1},
+        {
+            **common,
+            "method": "PATCH",
+            "version": 1,
+            "applied": False,
+            "unchanged": False,
+            "current_version": 1,
+        },
+        {
+            **common,
+            "method": "DELETE",
+            "version": 3,
+            "applied": True,
+            "unchanged": False,
+            "current_version": 3,
+        },
+    ]
 
 
 # ---- PATCH
@@ -207,6 +334,81 @@ async def test_concurrent_patches_never_lose_an_accepted_change(admin: Admin) ->
         assert first in (200, 409)
         if first == 200:  # v2 landed before v3 was written, so v3 carries its change too
             assert stored["draft"] is True
+
+
+class RacedStore(RedisAssetStore):
+    """A real Redis store where another publisher writes a newer version of `raced` (through its own
+    connection) right after each of this store's reads of it, `races` times: the window a
+    read-modify-write must survive, made to happen on demand instead of by chance."""
+
+    def __init__(self, redis_url: str, raced: str, races: int) -> None:
+        super().__init__(redis_backend(redis_url).client)
+        self.rival = redis_backend(redis_url)
+        self.raced = raced
+        self.races_left = races
+        self.rival_versions: list[int] = []
+
+    async def get(self, asset_id: str) -> AssetRecord | None:
+        record = await super().get(asset_id)
+        if asset_id == self.raced and record is not None and self.races_left > 0:
+            self.races_left -= 1
+            version = record.version + 1
+            rival = record_from_dict(body(asset_id, version, filename=f"rival-{version}.pdf"))
+            assert (await self.rival.put(rival)).applied
+            self.rival_versions.append(version)
+        return record
+
+    async def close(self) -> None:
+        await self.rival.close()
+        await super().close()
+
+
+@pytest.mark.parametrize("method", ["PATCH", "DELETE"])
+async def test_a_write_raced_a_few_times_is_reapplied_on_the_fresh_record(
+    redis_url: str, s3_server: S3Server, keys: Keys, method: str
+) -> None:
+    races = MERGE_ATTEMPTS - 1
+    store = RacedStore(redis_url, "race1", races)
+    settings = gateway_settings(redis_url, s3_server, keys, admin={"token": Secret(ADMIN_TOKEN)})
+    async with serving_admin(settings, s3_server, store) as admin:
+        await admin.public.put(id="race1", filename="mine.pdf")
+        if method == "PATCH":
+            status, answer, _ = await admin.call("PATCH", "race1", {"version": 50, "draft": True})
+        else:
+            status, answer, _ = await admin.call("DELETE", "race1", version="50")
+        assert status == 200
+        assert len(store.rival_versions) == races
+        stored = await admin.stored("race1")
+    # the change lands on top of the rival's last write, which is not lost
+    last = store.rival_versions[-1]
+    assert stored == answer
+    assert (stored["version"], stored["filename"]) == (50, f"rival-{last}.pdf")
+    assert stored["draft" if method == "PATCH" else "deleted"] is True
+
+
+@pytest.mark.parametrize("method", ["PATCH", "DELETE"])
+async def test_a_write_raced_on_every_attempt_is_409_conflict_and_changes_nothing_itself(
+    redis_url: str, s3_server: S3Server, keys: Keys, method: str
+) -> None:
+    store = RacedStore(redis_url, "race2", races=MERGE_ATTEMPTS + 10)
+    settings = gateway_settings(redis_url, s3_server, keys, admin={"token": Secret(ADMIN_TOKEN)})
+    async with serving_admin(settings, s3_server, store) as admin:
+        await admin.public.put(id="race2", filename="mine.pdf")
+        if method == "PATCH":
+            status, answer, _ = await admin.call("PATCH", "race2", {"version": 50, "draft": True})
+        else:
+            status, answer, _ = await admin.call("DELETE", "race2", version="50")
+        assert len(store.rival_versions) == MERGE_ATTEMPTS  # tried that many times, then gave up
+        last = store.rival_versions[-1]
+        assert (status, answer) == (409, {"error": "conflict", "current_version": last})
+        stored = await store.rival.get("race2")
+    assert stored is not None
+    assert (stored.version, stored.filename, stored.draft, stored.deleted) == (
+        last,
+        f"rival-{last}.pdf",
+        False,
+        False,
+    )
 
 
 # ---- DELETE
