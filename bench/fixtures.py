@@ -100,6 +100,7 @@ def write_config(
     cache_ttl: int = 300,
     cache_size: int = 100_000,
     endpoint_url: str = "",
+    admin_token: str = "",
 ) -> Path:
     path = directory / f"{name}.toml"
     path.write_text(
@@ -113,7 +114,7 @@ delivery = "redirect"
 [admin]
 host = "127.0.0.1"
 port = {admin_port}
-token = "{secrets.token_urlsafe(24)}"
+token = "{admin_token or secrets.token_urlsafe(24)}"
 
 [hosts]
 live = ["{LIVE_HOST}"]

@@ -28,10 +28,11 @@ from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import redis
 
-from bench import fixtures
+from bench import fixtures, visibility
 from bench.load import Result, run_wrk
 from bench.servers import (
     Placement,
@@ -47,7 +48,8 @@ from bench.servers import (
 PYTHON = sys.executable
 COLD_ASSETS = 2048
 RSS_RECORDS = 100_000
-SCENARIOS = ("floor", "public", "restricted", "cold", "nginx", "workers", "rss")
+VISIBILITY_WRITES = 200
+SCENARIOS = ("floor", "public", "restricted", "cold", "nginx", "workers", "rss", "visibility")
 TARGETS = {"public": 0.60, "restricted": 0.50, "cold": 0.35}
 P99_TARGET_MS = 5.0
 
@@ -66,6 +68,7 @@ class Row:
 class Report:
     rows: dict[str, Row] = field(default_factory=dict)
     rss: dict[str, float] = field(default_factory=dict)
+    visibility: dict[str, Any] = field(default_factory=dict)
     placement: str = ""
     seconds: float = 0.0
     elapsed: float = 0.0
@@ -295,6 +298,10 @@ def run(args: argparse.Namespace) -> Report:
             say(f"gateway: RSS holding {RSS_RECORDS:,} cached records ...", flush=True)
             fixtures.seed(client, [fixtures.bulk_id(n) for n in range(RSS_RECORDS)])
             report.rss = measure_rss(bench)
+
+        if "visibility" in wanted:
+            say(f"two gateways: publish->visible over {VISIBILITY_WRITES} writes ...", flush=True)
+            report.visibility = visibility.measure(directory, bench.redis_url, VISIBILITY_WRITES)
     report.elapsed = time.monotonic() - started
     return report
 
@@ -433,6 +440,8 @@ def table(report: Report) -> str:
             f"RSS: {rss['rss_before_mb']:.0f} MB started, {rss['rss_after_mb']:.0f} MB holding "
             f"{int(rss['records']):,} cached records (~{rss['bytes_per_record']:.0f} bytes each)"
         )
+    if report.visibility:
+        lines.append(visibility.describe(report.visibility))
     lines.append(f"placement: {report.placement}; {report.seconds:g} s per row after warm-up; "
                  f"32 connections, wrk -t1; p99 target < {P99_TARGET_MS:g} ms (! = missed)")  # fmt: skip
     return "\n".join(lines)
@@ -465,6 +474,7 @@ def main() -> int:
                 for k, v in report.rows.items()
             },
             "rss": report.rss,
+            "visibility": report.visibility,
             "placement": report.placement,
         }
         Path(args.json).write_text(json.dumps(data, indent=2, default=str))

@@ -4,9 +4,7 @@ is the module's own, so killing it disturbs no other test."""
 
 from __future__ import annotations
 
-import json
 import os
-import statistics
 import subprocess
 import sys
 import time
@@ -26,6 +24,9 @@ from tests.waiting import until
 
 ADMIN_TOKEN = "two-gateways-admin-token"
 ROOT = Path(__file__).resolve().parents[1]
+# A deadline to wait for an invalidation, not a bound on its latency: far below the 30 s cache TTL,
+# so a write seen by then was seen thanks to the invalidation.
+VISIBLE_WITHIN = 10.0
 
 
 @dataclass
@@ -169,41 +170,33 @@ async def test_a_write_through_one_gateway_is_visible_on_the_other(
     assert (status, location.split("/media")[0]) == (302, f"http://{DRAFT}")  # cached on two, for 30 s
 
     assert await admin_put(client, one, record("twoA", 2, draft=False)) == 200
-    started = time.monotonic()
 
     async def published() -> bool:
         status, location = await fetch(client, two, "/media/twoA/file.pdf")
         return status == 302 and location.startswith(s3_server.endpoint_url)
 
-    await until(published, within=1.0, what="the other gateway serves the published file")
-    assert time.monotonic() - started < 1.0
+    # Well inside the 30 s cache TTL: only the invalidation can make it visible this soon.
+    await until(published, within=VISIBLE_WITHIN, what="the other gateway serves the published file")
 
 
-async def test_publish_to_visible_latency_over_200_writes(
-    client: ClientSession, gateways: list[GatewayProcess], s3_server: S3Server
+async def test_every_write_of_a_series_becomes_visible_on_the_other(
+    client: ClientSession, gateways: list[GatewayProcess]
 ) -> None:
-    """Reported, not asserted beyond the 1 s bound: each write renames the file, so the other
-    gateway answers 404 for the new name until it has dropped its cached record."""
+    """Each write renames the file, so the other gateway answers 404 for the new name until it has
+    dropped its cached record; none may be missed. How long it takes is `make bench`'s business
+    (bench/visibility.py), not a test's."""
     one, two = gateways
-    assert await admin_put(client, one, record("lat1", 1, filename="v1.pdf")) == 201
-    assert (await fetch(client, two, "/media/lat1/v1.pdf"))[0] == 302
-    latencies = []
-    first_try = 0  # writes the other gateway already served on the first request after the PUT
-    for version in range(2, 202):
-        assert await admin_put(client, one, record("lat1", version, filename=f"v{version}.pdf")) == 200
-        acknowledged = time.perf_counter()
-        path = f"/media/lat1/v{version}.pdf"
-        tries = 1
-        while (await fetch(client, two, path))[0] != 302:
-            assert time.perf_counter() - acknowledged < 1.0, f"write {version} not visible after 1 s"
-            tries += 1
-        first_try += tries == 1
-        latencies.append((time.perf_counter() - acknowledged) * 1000)
-    quantiles = statistics.quantiles(latencies, n=100)
-    summary = {"writes": len(latencies), "p50_ms": round(quantiles[49], 2), "p99_ms": round(quantiles[98], 2),
-               "max_ms": round(max(latencies), 2), "visible_on_first_request": first_try}  # fmt: skip
-    print(f"\npublish->visible latency across processes: {json.dumps(summary)}")
-    assert len(latencies) == 200
+    assert await admin_put(client, one, record("ser1", 1, filename="v1.pdf")) == 201
+    assert (await fetch(client, two, "/media/ser1/v1.pdf"))[0] == 302
+    for version in range(2, 22):
+        assert await admin_put(client, one, record("ser1", version, filename=f"v{version}.pdf")) == 200
+        path = f"/media/ser1/v{version}.pdf"
+        await until(
+            lambda path=path: _status_is(client, two, path, 302),
+            within=VISIBLE_WITHIN,
+            what=f"write {version} visible on the other gateway",
+        )
+    assert (await fetch(client, two, "/media/ser1/v1.pdf"))[0] == 404  # the first name is gone
 
 
 async def test_redis_dies_and_returns_without_restarting_either_gateway(
@@ -239,7 +232,9 @@ async def test_redis_dies_and_returns_without_restarting_either_gateway(
     assert (await fetch(client, two, "/media/keep1/file.pdf"))[0] == 404
     assert await admin_put(client, one, record("keep1", 1)) == 201  # one's admin API healed too
     await until(
-        lambda: _status_is(client, two, "/media/keep1/file.pdf", 302), within=1.0, what="invalidation"
+        lambda: _status_is(client, two, "/media/keep1/file.pdf", 302),
+        within=VISIBLE_WITHIN,
+        what="invalidation",
     )
     raw = redis.Redis.from_url(own_redis.url)
     assert raw.exists("asset:{keep1}")

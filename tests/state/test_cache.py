@@ -38,6 +38,8 @@ class SlowStore(MemoryAssetStore):
         self.delay = 0.0
         self.read_started = asyncio.Event()
         self.gate: asyncio.Event | None = None  # when given, a read waits for it after reading
+        self.pings = 0
+        self.closed = False
 
     async def get(self, asset_id: str) -> AssetRecord | None:
         found = await super().get(asset_id)  # counts the read
@@ -48,6 +50,14 @@ class SlowStore(MemoryAssetStore):
         if self.down:
             raise StoreUnavailable("backend down")
         return found
+
+    async def ping(self) -> None:
+        self.pings += 1
+        if self.down:
+            raise StoreUnavailable("backend down")
+
+    async def close(self) -> None:
+        self.closed = True
 
 
 @pytest.fixture
@@ -206,10 +216,18 @@ async def test_zero_ttl_or_size_disables_caching(backend: SlowStore, ttl: float,
     assert len(cache) == 0
 
 
-async def test_ping_and_close_reach_the_backend(cache: CachedAssetStore) -> None:
-    await cache.ping()
+async def test_ping_and_close_reach_the_backend(cache: CachedAssetStore, backend: SlowStore) -> None:
+    """Readiness asks the backend itself: a warm cache must not make a dead Redis look alive."""
     await cache.get("a1")
+    await cache.ping()
+    assert backend.pings == 1
+    backend.down = True
+    with pytest.raises(StoreUnavailable):
+        await cache.ping()
+    assert backend.pings == 2
+    assert not backend.closed
     await cache.close()
+    assert backend.closed
     assert len(cache) == 0
 
 
