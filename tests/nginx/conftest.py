@@ -199,6 +199,7 @@ class Through:
     s3: S3Server
     relay: S3Relay
     session: ClientSession
+    fronted_url: str  # the gateway nginx proxies to (the direct one, or the accel-delivery one)
     objects: dict[str, bytes] = field(default_factory=dict)
 
     async def put(self, **fields: Any) -> Any:
@@ -217,6 +218,9 @@ class Through:
 
     async def direct(self, path: str, *, host: str = LIVE, method: str = "GET", **headers: str) -> Answer:
         return await self._fetch(self.direct_url, path, host, method, headers)
+
+    async def fronted(self, path: str, *, host: str = LIVE, method: str = "GET", **headers: str) -> Answer:
+        return await self._fetch(self.fronted_url, path, host, method, headers)
 
     async def via_nginx(self, path: str, *, host: str = LIVE, method: str = "GET", **headers: str) -> Answer:
         return await self._fetch(self.nginx.base_url, path, host, method, headers)
@@ -285,7 +289,9 @@ async def _nginx_stack(
     try:
         with run_nginx(f"{mode}.conf.template", fronted_url.removeprefix("http://")) as nginx:
             async with ClientSession() as session:
-                yield Through(mode, nginx, direct_url, gateways, backend, s3_server, relay, session)
+                yield Through(
+                    mode, nginx, direct_url, gateways, backend, s3_server, relay, session, fronted_url
+                )
     finally:
         for runner in runners:
             await runner.cleanup()
