@@ -3,8 +3,9 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+MUTATE_STAMP := $(VENV)/.mutate-installed
 
-.PHONY: run test lint unit servers idp bench chaos clean lock
+.PHONY: run test lint unit servers idp bench chaos mutate clean lock
 
 # Every Python package (ours, the tools, their dependencies) installs at the exact version in
 # constraints.txt, here, in CI and in the Dockerfile. `make lock` re-resolves from pyproject.toml in a
@@ -28,8 +29,8 @@ run: $(STAMP)
 	$(BIN)/asset-gateway demo
 
 lint: $(STAMP)
-	$(BIN)/ruff check gateway tests bench
-	$(BIN)/ruff format --check gateway tests bench
+	$(BIN)/ruff check gateway tests bench scripts
+	$(BIN)/ruff format --check gateway tests bench scripts
 	$(BIN)/mypy
 	$(BIN)/asset-gateway policy check policies
 	@for dir in policies/examples/*/; do [ -d "$$dir" ] && $(BIN)/asset-gateway policy check "$$dir" || exit 1; done
@@ -60,6 +61,15 @@ bench: $(STAMP) servers
 chaos: $(STAMP) servers
 	$(BIN)/python -m tests.chaos
 
+$(MUTATE_STAMP): pyproject.toml | $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[dev,mutate]' -c $(CONSTRAINTS)
+	@touch $(MUTATE_STAMP)
+
+# Mutation testing of the security core, bounded per group (README "Testing"); not part of `make test`.
+# MUTATE_ARGS="tokens admin_auth --sample 40 --budget 600" narrows or widens it.
+mutate: $(MUTATE_STAMP) servers
+	$(BIN)/python scripts/mutate.py $(MUTATE_ARGS)
+
 lock:
 	rm -rf $(LOCK_VENV)
 	$(PYTHON) -m venv $(LOCK_VENV)
@@ -71,4 +81,4 @@ lock:
 	rm -rf $(LOCK_VENV) build
 
 clean:
-	rm -rf $(VENV) $(LOCK_VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis tests/idp/node_modules
+	rm -rf $(VENV) $(LOCK_VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis tests/idp/node_modules .mutate
