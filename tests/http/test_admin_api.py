@@ -191,12 +191,19 @@ async def test_missing_or_wrong_token_is_401_and_changes_nothing(
     "authorization", [None, "Bearer", "Bearer ", "Bearer anything", f"Bearer {ADMIN_TOKEN}"]
 )
 async def test_no_admin_token_configured_every_admin_request_is_401_and_changes_nothing(
-    redis_url: str, s3_server: S3Server, keys: Keys, authorization: str | None
+    redis_url: str,
+    s3_server: S3Server,
+    keys: Keys,
+    authorization: str | None,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     """Deny by default: an unset admin.token is not a token that an empty bearer matches."""
     settings = gateway_settings(redis_url, s3_server, keys)
     assert not settings.admin.token
+    caplog.set_level(logging.WARNING, logger="gateway.http.admin")
     async with serving_admin(settings, s3_server, redis_backend(redis_url)) as admin:
+        warnings = [r.getMessage() for r in caplog.records if r.name == "gateway.http.admin"]
+        assert warnings == ["admin.token is not set: every admin request except health and metrics gets 401"]
         await admin.public.put(id="open1", filename="file.pdf", draft=True)
         headers = {} if authorization is None else {"Authorization": authorization}
         attempts = [
@@ -222,6 +229,15 @@ async def test_unknown_ids_are_404(admin: Admin) -> None:
     assert (await admin.call("PATCH", "nosuch", {"version": 2}))[:2] == (404, {"error": "not_found"})
     assert (await admin.call("DELETE", "nosuch", version="2"))[:2] == (404, {"error": "not_found"})
     assert await admin.stored("nosuch") is None
+
+
+async def test_a_configured_admin_token_is_not_warned_about(
+    redis_url: str, s3_server: S3Server, keys: Keys, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="gateway.http.admin")
+    settings = gateway_settings(redis_url, s3_server, keys, admin={"token": Secret(ADMIN_TOKEN)})
+    async with serving_admin(settings, s3_server, redis_backend(redis_url)):
+        assert [r for r in caplog.records if r.name == "gateway.http.admin"] == []
 
 
 async def test_get_reads_redis_not_this_process_cache(admin: Admin, redis_url: str) -> None:
