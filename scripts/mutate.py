@@ -18,6 +18,7 @@ to .mutate/GROUP.txt.
 from __future__ import annotations
 
 import argparse
+import ast
 import os
 import random
 import shlex
@@ -82,6 +83,7 @@ class Tally:
     killed: int = 0
     survived: int = 0
     timeout: int = 0
+    annotations: int = 0  # mutants inside type annotations: never evaluated here, so not tried
     incompetent: int = 0  # the mutant could not even be imported or run: counts as caught
     not_run: int = 0  # sampled, but the budget ran out first
     note: str = ""
@@ -98,6 +100,31 @@ def copy_tree(destination: Path) -> None:
             target = destination / name
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(source, target)
+
+
+def annotation_spans(path: Path) -> list[tuple[tuple[int, int], tuple[int, int]]]:
+    """Where the type annotations are. With `from __future__ import annotations` (every module
+    here) they are strings nobody evaluates, so a mutant inside one is equivalent by construction."""
+    spans = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        annotations: list[ast.expr | None] = []
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+            annotations.append(node.returns)
+        elif isinstance(node, ast.arg | ast.AnnAssign):
+            annotations.append(node.annotation)
+        for annotation in filter(None, annotations):
+            assert annotation.end_lineno is not None and annotation.end_col_offset is not None
+            spans.append(
+                (
+                    (annotation.lineno, annotation.col_offset),
+                    (annotation.end_lineno, annotation.end_col_offset),
+                )
+            )
+    return spans
+
+
+def in_annotation(spans: list[tuple[tuple[int, int], tuple[int, int]]], start: tuple[int, int]) -> bool:
+    return any(first <= start < last for first, last in spans)
 
 
 def test_command(group: Group) -> str:
@@ -132,11 +159,18 @@ def run_group(tree: Path, name: str, group: Group, args: argparse.Namespace) -> 
     cosmic_ray = str(Path(sys.executable).with_name("cosmic-ray"))
     subprocess.run([cosmic_ray, "init", str(config), str(session)], cwd=tree, check=True, capture_output=True)
 
+    spans = {source: annotation_spans(tree / source) for source in group.sources}
     with use_db(str(session), WorkDB.Mode.open) as db:
-        jobs = sorted(item.job_id for item in db.work_items)
-        tally.mutants = len(jobs)
+        items = list(db.work_items)
+        tally.mutants = len(items)
+        jobs = sorted(
+            item.job_id
+            for item in items
+            if not all(in_annotation(spans[str(m.module_path)], tuple(m.start_pos)) for m in item.mutations)
+        )
+        tally.annotations = tally.mutants - len(jobs)
         chosen = set(random.Random(f"{args.seed}:{name}").sample(jobs, min(args.sample, len(jobs))))
-        skipped = [job for job in jobs if job not in chosen]
+        skipped = [item.job_id for item in items if item.job_id not in chosen]
         if skipped:
             db.set_multiple_results(skipped, WorkResult(worker_outcome=WorkerOutcome.SKIPPED))
     tally.sampled = len(chosen)
@@ -184,9 +218,20 @@ def run_group(tree: Path, name: str, group: Group, args: argparse.Namespace) -> 
 
 
 def table(tallies: list[Tally]) -> str:
-    header = ("group", "mutants", "sampled", "killed", "survived", "timeout", "incompetent", "not run")
+    header = ("group", "mutants", "in annotations", "sampled", "killed", "survived", "timeout", "incompetent",
+              "not run")  # fmt: skip
     rows = [header] + [
-        (t.group, t.mutants, t.sampled, t.killed, t.survived, t.timeout, t.incompetent, t.not_run)
+        (
+            t.group,
+            t.mutants,
+            t.annotations,
+            t.sampled,
+            t.killed,
+            t.survived,
+            t.timeout,
+            t.incompetent,
+            t.not_run,
+        )
         for t in tallies
     ]
     widths = [max(len(str(row[i])) for row in rows) for i in range(len(header))]
