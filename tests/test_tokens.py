@@ -340,6 +340,9 @@ CLAIM_CASES = {
     "exp-is-bool": {"exp": True},
     "exp-infinite": {"exp": float("inf")},
     "nbf-not-a-number": {"nbf": "now"},
+    "exp-numeric-string": {"exp": str(int(NOW + 300))},  # JSON numbers only, not what parses as one
+    "nbf-is-bool": {"nbf": True},
+    "iat-numeric-string": {"iat": str(int(NOW - 60))},
     "missing-sub": {"sub": DROP},
     "empty-sub": {"sub": ""},
     "sub-not-a-string": {"sub": 42},
@@ -389,8 +392,24 @@ def test_iss_and_aud_not_checked_when_not_configured(rsa_pair: RsaPair) -> None:
         ),
         (TokenKey(use="user", alg="RS256", jwks='{"keys": [{"kty": "RSA"}]}'), "needs a kid"),
         (TokenKey(use="preview", alg="HS512", secret=Secret("s" * 32)), "tokens.keys[1].secret"),
+        (
+            TokenKey(use="preview", alg="HS256", secret=Secret("")),
+            "tokens.keys[1].secret: required for HS256",
+        ),
+        (
+            TokenKey(use="user", alg="RS256", jwks='{"key": []}'),
+            "tokens.keys[1].jwks: expected a JWKS document",
+        ),
+        (TokenKey(use="user", alg="RS256", jwks="[]"), "tokens.keys[1].jwks: expected a JWKS document"),
     ],
-    ids=["bad-pem", "jwks-without-kid", "hs512-secret-too-short"],
+    ids=[
+        "bad-pem",
+        "jwks-without-kid",
+        "hs512-secret-too-short",
+        "empty-secret",
+        "jwks-without-keys",
+        "jwks-a-list",
+    ],
 )
 def test_unusable_key_material_names_the_key(key: TokenKey, message: str) -> None:
     with pytest.raises(ValueError, match=message.replace("[", r"\[").replace("]", r"\]")):
