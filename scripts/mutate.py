@@ -45,7 +45,8 @@ class Group:
 GROUPS = {
     "tokens": Group(("gateway/tokens.py",), ("tests/test_tokens.py", "tests/http/test_hostile_tokens.py")),
     "identify": Group(
-        ("gateway/identify.py",), ("tests/http/test_public.py", "tests/http/test_hostile_tokens.py")
+        ("gateway/identify.py",),
+        ("tests/test_identify.py", "tests/http/test_public.py", "tests/http/test_hostile_tokens.py"),
     ),
     "policy": Group(
         ("gateway/policy/evaluation.py", "gateway/policy/facts.py", "gateway/policy/language.py"),
