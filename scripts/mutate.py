@@ -53,7 +53,8 @@ GROUPS = {
         ("tests/policy",),
     ),
     "models": Group(
-        ("gateway/models.py",), ("tests/policy/test_default_policy.py", "tests/http/test_public.py")
+        ("gateway/models.py",),
+        ("tests/test_models.py", "tests/policy/test_evaluation.py", "tests/policy/test_default_policy.py"),
     ),
     "admin_auth": Group(("gateway/http/admin.py",), ("tests/http/test_admin_api.py",)),
     "state_writes": Group(
