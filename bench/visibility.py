@@ -79,7 +79,10 @@ def measure(directory: Path, redis_url: str, writes: int) -> dict[str, Any]:
                 if time.perf_counter() - acknowledged > GIVE_UP_AFTER:
                     lost += 1
                     break
-    quantiles = statistics.quantiles(latencies, n=100, method="inclusive") if len(latencies) >= 2 else [0.0] * 99
+    if len(latencies) >= 2:
+        quantiles = statistics.quantiles(latencies, n=100, method="inclusive")
+    else:
+        quantiles = [0.0] * 99
     return {
         "writes": writes,
         "visible": len(latencies),

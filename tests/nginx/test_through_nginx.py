@@ -10,7 +10,7 @@ import json
 import logging
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from email.utils import format_datetime
 from http import HTTPStatus
@@ -86,18 +86,6 @@ class Case:
     method: str = "GET"
     headers: Headers = field(default=_none)
     expect: Expect = field(default=Expect(0))
-    open_defect: str = ""  # a known, filed defect this row shows until its fix lands
-
-
-# DESIGN 2.6 step 3 (new text): fixed on its own branch; until then these rows show the defect.
-ISSUE_9_DEFECT_2 = (
-    "issue 9, defect 2: a replacement redirect names a draft to anyone on the draft host, publicly"
-)
-
-
-def row(case: Case) -> Any:
-    marks = [pytest.mark.xfail(reason=case.open_defect, strict=False)] if case.open_defect else []
-    return pytest.param(case, id=case.name, marks=marks)
 
 
 def bearer(sub: str, **claims: Any) -> Headers:
@@ -197,8 +185,7 @@ CASES = [
         REPLACED_BY_DRAFT,
         host=DRAFT,
         headers=bearer("editor-1"),
-        expect=redirect(301, f"http://{DRAFT}/media/new1/b.pdf"),
-        open_defect=ISSUE_9_DEFECT_2,
+        expect=replace(redirect(301, f"http://{DRAFT}/media/new1/b.pdf"), noindex=True),  # private: noindex
     ),
     Case(
         "replaced_by_draft_is_not_named_to_an_anonymous_visitor_on_draft_host",
@@ -206,7 +193,6 @@ CASES = [
         REPLACED_BY_DRAFT,
         host=DRAFT,
         expect=to_login(DRAFT, "/media/old1/a.pdf"),
-        open_defect=ISSUE_9_DEFECT_2,
     ),
     # 4. draft on a live host
     Case(
@@ -393,7 +379,7 @@ CASES = [
 ]
 
 
-@pytest.mark.parametrize("case", [row(case) for case in CASES])
+@pytest.mark.parametrize("case", CASES, ids=[case.name for case in CASES])
 async def test_row_answers_as_the_contract_says(through: Through, keys: Keys, case: Case) -> None:
     """Through nginx, in this mode, the row's own expected answer; then, as an extra, the same answer
     as the gateway gives directly."""
