@@ -20,7 +20,7 @@ BAD = "not.a.token"
 
 @pytest.fixture
 def verifier() -> TokenVerifier:
-    return TokenVerifier(TokensSettings(keys=(USER_KEY, PREVIEW_KEY)))
+    return TokenVerifier(TokensSettings(leeway=0, keys=(USER_KEY, PREVIEW_KEY)))
 
 
 def user(sub: str) -> str:
@@ -49,7 +49,9 @@ def test_the_first_user_token_that_verifies_wins(
     verifier: TokenVerifier, candidates: tuple[str, ...], sub: str | None
 ) -> None:
     identity = identify(RawTokens(user=candidates), verifier, NOW)
-    assert identity.user == (None if sub is None else UserIdentity(sub, None, frozenset(), NOW + 60))
+    assert identity.user == (
+        None if sub is None else UserIdentity(sub, None, frozenset(), NOW + 60, NOW + 60)
+    )
     assert identity.preview is None
 
 
@@ -68,6 +70,6 @@ def test_a_preview_link_wins_over_the_preview_cookie(
     verifier: TokenVerifier, query: str | None, cookie: str, sub: str | None, from_query: bool
 ) -> None:
     identity = identify(RawTokens(preview_query=query, preview_cookie=cookie), verifier, NOW)
-    assert identity.preview == (None if sub is None else PreviewIdentity(sub, False, NOW + 60))
+    assert identity.preview == (None if sub is None else PreviewIdentity(sub, False, NOW + 60, NOW + 60))
     assert identity.preview_from_query is from_query
     assert identity.user is None

@@ -22,7 +22,7 @@ from gateway.models import (
     UserIdentity,
 )
 
-USER = UserIdentity("u1", "org-1", frozenset({"finance"}), 1.0)
+USER = UserIdentity("u1", "org-1", frozenset({"finance"}), 1.0, 31.0)
 RECORD = AssetRecord("a1", 1, "objects/a1", "f.pdf", access_limited=AccessList(users=("u1",)))
 VALUES = {
     "request": (
@@ -30,7 +30,7 @@ VALUES = {
         "asset_id",
     ),
     "user": (USER, "sub"),
-    "preview": (PreviewIdentity("b1", False, 1.0), "draft_asset_manager_access"),
+    "preview": (PreviewIdentity("b1", False, 1.0, 31.0), "draft_asset_manager_access"),
     "identity": (Identity(user=USER), "user"),
     "access_list": (RECORD.access_limited, "users"),
     "record": (RECORD, "draft"),

@@ -243,10 +243,12 @@ def test_hand_signed_tokens_in_the_pinned_algorithm_are_accepted(
     """The control for the rejections below: the hand signing itself is right."""
     user = signed_by_hand("RS256", rsa_private(rsa_pair), user_claims())
     assert verifier.verify_user(user, NOW) == UserIdentity(
-        "user-1", "org-1", frozenset({"editors"}), NOW + 300
+        "user-1", "org-1", frozenset({"editors"}), NOW + 300, NOW + 300 + 30
     )
     preview = signed_by_hand("HS256", PREVIEW_SECRET.encode(), preview_claims(), kid=None)
-    assert verifier.verify_preview(preview, NOW) == PreviewIdentity("bypass-1", False, NOW + 300)
+    assert verifier.verify_preview(preview, NOW) == PreviewIdentity(
+        "bypass-1", False, NOW + 300, NOW + 300 + 30
+    )
 
 
 def test_hs512_token_on_an_hs256_key_rejected() -> None:
