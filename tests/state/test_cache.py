@@ -197,6 +197,19 @@ async def test_invalidation_during_a_read_is_not_lost(cache: CachedAssetStore, b
     assert await cache.get("a1") == record("a1", 2)
 
 
+async def test_clearing_during_a_read_is_not_lost(cache: CachedAssetStore, backend: SlowStore) -> None:
+    """The same for `clear()` (the invalidation channel came back after missing messages): a read
+    in flight from before must not park what it saw in the freshly cleared cache."""
+    backend.gate = asyncio.Event()
+    reading = asyncio.create_task(cache.get("a1"))
+    await backend.read_started.wait()  # the read is in flight and has seen version 1
+    await backend.put(record("a1", 2))  # written while the channel was down: nobody was told
+    cache.clear()
+    backend.gate.set()
+    assert await reading == record("a1")  # that caller asked before: it gets what was read
+    assert await cache.get("a1") == record("a1", 2)
+
+
 async def test_size_is_bounded(backend: SlowStore, clock: FakeClock) -> None:
     cache = CachedAssetStore(backend, ttl=TTL, size=10, clock=clock)
     for i in range(100):
