@@ -165,11 +165,20 @@ def run_group(tree: Path, name: str, group: Group, args: argparse.Namespace) -> 
     with use_db(str(session), WorkDB.Mode.open) as db:
         items = list(db.work_items)
         tally.mutants = len(items)
-        jobs = sorted(
-            item.job_id
+        # Job ids are random; ordered by what each mutant does, the same seed picks the same
+        # mutants again (as long as the source is unchanged).
+        tryable = sorted(
+            (
+                [
+                    (str(m.module_path), tuple(m.start_pos), m.operator_name, m.occurrence)
+                    for m in item.mutations
+                ],
+                item.job_id,
+            )
             for item in items
             if not all(in_annotation(spans[str(m.module_path)], tuple(m.start_pos)) for m in item.mutations)
         )
+        jobs = [job for _, job in tryable]
         tally.annotations = tally.mutants - len(jobs)
         chosen = set(random.Random(f"{args.seed}:{name}").sample(jobs, min(args.sample, len(jobs))))
         skipped = [item.job_id for item in items if item.job_id not in chosen]
