@@ -107,3 +107,14 @@ def test_a_host_we_do_not_serve_gets_nothing_but_404_whatever_the_policy_says(ac
     )
     assert response.status == 404
     assert "Location" not in response.headers
+
+
+@pytest.mark.parametrize("stored", ["text/html\r\nSet-Cookie: x=1", "text/plain; charset=ütf-8", '"e1"\n'])
+def test_stored_values_unfit_for_a_header_are_left_out_of_the_served_headers(stored: str) -> None:
+    """Defence in depth behind record validation: a stored value that could split or corrupt the
+    answer's headers is never copied into one."""
+    record = AssetRecord("a1", 1, "objects/a1", "a.pdf", content_type=stored, etag=stored)
+    decision = Decision(Action.SERVE, 200, "serve", "r1", private=False, serve=ServeOptions())
+    headers = responder().served_headers(decision, record, NOW)
+    assert "Content-Type" not in headers and "ETag" not in headers
+    assert all(value.isascii() and value.isprintable() for value in headers.values())
