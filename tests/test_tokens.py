@@ -276,6 +276,15 @@ def test_es256_token_on_an_rs256_key_rejected(verifier: TokenVerifier) -> None:
     assert verifier.verify_user(token, NOW) is None
 
 
+@pytest.mark.parametrize("kid", [["idp-1"], {"k": 1}, 7, None], ids=["list", "object", "number", "null"])
+def test_a_header_with_an_odd_kid_is_no_token_not_an_error(verifier: TokenVerifier, kid: object) -> None:
+    """Whatever the header holds, the answer is "no token": never an exception (a 500) that could
+    carry the token into a log."""
+    token = handmade({"alg": "HS256", "typ": "JWT", "kid": kid}, preview_claims())
+    assert verifier.verify_user(token, NOW) is None
+    assert verifier.verify_preview(token, NOW) is None
+
+
 def test_unknown_kid_rejected(verifier: TokenVerifier, rsa_pair: RsaPair) -> None:
     assert verifier.verify_user(rs256(rsa_pair, user_claims(), kid="idp-2"), NOW) is None
 
