@@ -160,7 +160,16 @@ async def test_oversized_body_is_413_and_changes_nothing(admin: Admin) -> None:
 
 @pytest.mark.parametrize(
     "authorization",
-    [None, "Bearer wrong-token", f"Basic {ADMIN_TOKEN}", f"Bearer {ADMIN_TOKEN}x", "Bearer "],
+    [
+        None,
+        "Bearer wrong-token",
+        f"Basic {ADMIN_TOKEN}",
+        f"Token {ADMIN_TOKEN}",  # the right token under any scheme but Bearer is refused
+        f"Digest {ADMIN_TOKEN}",
+        f"Bearer {ADMIN_TOKEN}x",
+        "Bearer ",
+    ],
+    ids=["none", "wrong-bearer", "basic", "token-scheme", "digest-scheme", "longer-token", "empty-bearer"],
 )
 async def test_missing_or_wrong_token_is_401_and_changes_nothing(
     admin: Admin, authorization: str | None
@@ -221,6 +230,14 @@ async def test_no_admin_token_configured_every_admin_request_is_401_and_changes_
         stored = await admin.public.backend.get("open1")
         assert stored is not None and (stored.version, stored.draft, stored.deleted) == (1, True, False)
         assert await admin.public.backend.get("open2") is None
+
+
+async def test_a_method_the_route_lacks_is_405_naming_the_allowed_ones(admin: Admin) -> None:
+    status, answer, response = await admin.call("POST", "m1", body("m1"))
+    assert (status, answer) == (405, {"error": "method_not_allowed"})
+    assert set(response.headers["Allow"].replace(" ", "").split(",")) >= {"GET", "PUT", "PATCH", "DELETE"}
+    assert response.headers["Cache-Control"] == "no-store"
+    assert await admin.stored("m1") is None
 
 
 async def test_unknown_ids_are_404(admin: Admin) -> None:
