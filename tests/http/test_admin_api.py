@@ -284,29 +284,26 @@ async def test_every_write_attempt_leaves_one_audit_line_without_the_token(
     assert (await admin.call("PATCH", "aud1", {"version": 1, "draft": True}))[0] == 409
     assert (await admin.call("DELETE", "aud1", version="3"))[0] == 200
     assert (await admin.call("PUT", "aud1", {"version": 9}))[0] == 422  # invalid: never reached the store
-    lines = [r.getMessage() for r in caplog.records if r.name == "gateway.admin"]
+    formatter = JsonFormatter()
+    lines = [formatter.format(r) for r in caplog.records if r.getMessage() == "asset_write"]
     assert all(ADMIN_TOKEN not in line for line in lines)
-    entries = [json.loads(line) for line in lines]
-    common = {"event": "asset_write", "asset_id": "aud1", "remote": "127.0.0.1"}
+    keys = (
+        "event",
+        "result",
+        "method",
+        "asset_id",
+        "version",
+        "applied",
+        "unchanged",
+        "current_version",
+        "remote",
+    )
+    entries = [tuple(json.loads(line).get(key) for key in keys) for line in lines]
     assert entries == [
-        {**common, "method": "PUT", "version": 1, "applied": True, "unchanged": False, "current_version": 1},
-        {**common, "method": "PUT", "version": 1, "applied": False, "unchanged": True, "current_version": 1},
-        {
-            **common,
-            "method": "PATCH",
-            "version": 1,
-            "applied": False,
-            "unchanged": False,
-            "current_version": 1,
-        },
-        {
-            **common,
-            "method": "DELETE",
-            "version": 3,
-            "applied": True,
-            "unchanged": False,
-            "current_version": 3,
-        },
+        ("asset_write", "applied", "PUT", "aud1", 1, True, False, 1, "127.0.0.1"),
+        ("asset_write", "unchanged", "PUT", "aud1", 1, False, True, 1, "127.0.0.1"),
+        ("asset_write", "stale", "PATCH", "aud1", 1, False, False, 1, "127.0.0.1"),
+        ("asset_write", "applied", "DELETE", "aud1", 3, True, False, 3, "127.0.0.1"),
     ]
 
 
