@@ -1,5 +1,6 @@
-"""The application factories: everything a listener needs is built here from Settings, once, and
-resources are opened and closed with the app's lifecycle."""
+"""The application factories: the process container (gateway.http.context) and both listeners'
+apps are built here from Settings, once; resources are opened and closed with the app's
+lifecycle. Route modules only add routes."""
 
 from __future__ import annotations
 
@@ -13,9 +14,11 @@ from aiohttp import web
 from gateway.background import spawn, stop
 from gateway.cdn.adapters import Purger
 from gateway.cdn.service import purge_worker
-from gateway.http import auth_request, oauth2
+from gateway.http import admin_explain, assets_api, auth_request, health, metrics, oauth2
+from gateway.http.admin import MAX_BODY_BYTES, answer_every_request, our_server_header, require_admin_token
 from gateway.http.answers import ANSWER_CACHE_SIZE, AnswerCache
-from gateway.http.public import GATEWAY, Gateway, handle_media
+from gateway.http.context import GATEWAY, Gateway
+from gateway.http.public import handle_media
 from gateway.http.runner import LIMITS, SERVER_HEADER
 from gateway.jwks import RemoteKeySet
 from gateway.metrics import Metrics
@@ -88,11 +91,7 @@ def build_gateway(
             presigner or Presigner(settings.s3, credentials_from_chain(settings.s3.region)),
         ),
         invalidations=InvalidationListener(cache),
-        answers=(
-            AnswerCache(settings, answer_cache_size, revoked=verifier.revoked)
-            if answer_cache_size > 0
-            else None
-        ),
+        answers=(AnswerCache(answer_cache_size, revoked=verifier.revoked) if answer_cache_size > 0 else None),
         clock=clock,
         signin=signin,
         metrics=metrics,
@@ -123,6 +122,24 @@ def create_public_app(gateway: Gateway) -> web.Application:
     app.cleanup_ctx.append(_keep_keys_and_sessions)
     app.cleanup_ctx.append(_send_purges)
     app.on_response_prepare.append(_hide_server_header)
+    return app
+
+
+def create_admin_app(gateway: Gateway) -> web.Application:
+    """Routes come from one module per concern; each exposes `add_routes(app)`."""
+    app = web.Application(
+        middlewares=[answer_every_request, require_admin_token], client_max_size=MAX_BODY_BYTES
+    )
+    app[GATEWAY] = gateway
+    app[LIMITS] = listener_limits(gateway.settings, admin=True)
+    app.on_response_prepare.append(our_server_header)
+    health.add_routes(app)
+    metrics.add_routes(app)
+    admin_explain.add_routes(app)
+    assets_api.add_routes(app)
+    app.cleanup_ctx.append(metrics.publish_snapshots)
+    if not gateway.settings.admin.token:
+        log.warning("admin.token is not set: every admin request except health and metrics gets 401")
     return app
 
 

@@ -20,10 +20,9 @@ from typing import Any, Final
 
 from aiohttp import web
 
-from gateway.app import build_gateway, create_public_app
+from gateway.app import build_gateway, create_admin_app, create_public_app
 from gateway.dev_idp import start_dev_idp
-from gateway.http.admin import create_admin_app
-from gateway.http.public import GATEWAY
+from gateway.http.context import GATEWAY
 from gateway.http.runner import GatewayRunner
 from gateway.models import AccessList, AssetRecord
 from gateway.observability import configure_logging

@@ -49,3 +49,18 @@ async def learn_user_keys(user_tokens: Sequence[str], verifier: TokenVerifier) -
             source, kid = unknown
             learned = await source.refresh_for_unknown(kid) or learned
     return learned
+
+
+def identify_trying(
+    tokens: RawTokens, extra: tuple[str, ...], verifier: TokenVerifier, now: float
+) -> Identity:
+    """`identify`, with each of `extra` also tried as a user token (before the request's own) and,
+    when the request carries no valid preview token, as a preview token: whichever verifies counts.
+    For `explain`, where an operator hands over tokens without saying what they are."""
+    identity = identify(
+        RawTokens(extra + tokens.user, tokens.preview_query, tokens.preview_cookie), verifier, now
+    )
+    if identity.preview is not None:
+        return identity
+    preview = next((p for p in (verifier.verify_preview(t, now) for t in extra) if p), None)
+    return Identity(identity.user, preview, False)

@@ -7,6 +7,7 @@ import ipaddress
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Final
 from urllib.parse import unquote, unquote_plus
 
 from gateway.models import AccessRequest, HostKind
@@ -98,7 +99,18 @@ def split_asset_path(path: str) -> tuple[str, str]:
 
 
 class RequestParser:
-    """Built once from settings; `parse` runs per request."""
+    """Built once from settings; `parse` runs per request.
+
+    Besides its arguments (method, path, query, whether the peer is a trusted proxy, whether the
+    connection is TLS), `parse` reads exactly the request headers declared below. The answer cache
+    keys finished answers on them (gateway.http.answers): a header read without being declared
+    here, a new token source say, would let one person's cached answer reach another, so
+    tests/test_parsing.py fails when `parse` touches any header not in this declaration."""
+
+    # Host and its validator, and every token source (the Bearer header; session and preview cookies).
+    HEADERS: Final = ("Host", "If-None-Match", "Authorization", "Cookie")
+    # Read only when the peer is a trusted proxy.
+    PROXY_HEADERS: Final = ("X-Forwarded-Proto", "X-Forwarded-Host")
 
     def __init__(self, settings: Settings) -> None:
         self._live = configured_hosts(settings.hosts.live)

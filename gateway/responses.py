@@ -3,7 +3,7 @@ The only place that knows how each outcome looks on the wire; bodies never carry
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
 from datetime import UTC, datetime
 from email.utils import format_datetime, parsedate_to_datetime
 from urllib.parse import quote, urlencode
@@ -12,8 +12,9 @@ from aiohttp import web
 
 from gateway.cdn.tags import answer_keys
 from gateway.models import AccessRequest, Action, AssetRecord, Decision, HostKind, Identity
+from gateway.outcomes import OUTCOMES
 from gateway.parsing import Origin, RawTokens
-from gateway.presign import Presigner, content_disposition, signing_window
+from gateway.presign import REUSE_FRACTION, Presigner, content_disposition, signing_window
 from gateway.settings import Settings
 from gateway.urls import asset_path
 
@@ -27,14 +28,6 @@ REPLACEMENT_CACHE = "public, max-age=1800"
 RETRY_AFTER_SECONDS = "5"
 _REASONS = {403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed", 410: "Gone",
             503: "Service Unavailable"}  # fmt: skip
-
-
-@dataclass(frozen=True, slots=True)
-class Answer:
-    """What the decision became, for the access log and metrics."""
-
-    response: web.StreamResponse
-    outcome: str
 
 
 def error_response(status: int, *, retry_after: bool = False) -> web.Response:
@@ -54,6 +47,11 @@ def public_cache_control(seconds_left: int) -> str:
     return f"public, max-age={max(0, seconds_left // 2)}"
 
 
+Renderer = Callable[
+    [Decision, AccessRequest, Origin, Identity, RawTokens, AssetRecord | None, float], web.Response
+]
+
+
 class Responder:
     """Built once from settings and the presigner."""
 
@@ -69,6 +67,10 @@ class Responder:
         self._preview_cookie = settings.tokens.preview_cookie
         self._preview_param = settings.tokens.preview_param
         self._key_header = settings.cdn.key_header
+        # Each outcome's renderer, as gateway.outcomes names it: a missing one fails at start.
+        self._renderers: dict[Action, Renderer] = {
+            action: getattr(self, spec.renderer) for action, spec in OUTCOMES.items()
+        }
 
     def respond(
         self,
@@ -102,43 +104,31 @@ class Responder:
         record: AssetRecord | None,
         now: float,
     ) -> web.StreamResponse:
-        action = decision.action
-        if action is Action.DENY:
+        if decision.action is Action.DENY:
             return error_response(decision.status)
         if request.host_kind is HostKind.OTHER:
             # Deny by default, whatever the policy says: a Host we do not serve never gets a file,
             # and never appears in a Location or a cookie we set.
             return error_response(404)
-        if action is Action.SERVE:
-            assert record is not None
-            return self._serve(decision, request, record, now)
-        if action is Action.REDIRECT_TO_REPLACEMENT:
-            assert decision.replacement is not None
-            target = asset_path(decision.replacement.id, decision.replacement.filename)
-            if decision.private:  # it names a draft or access-limited file: for this requester only
-                response = _redirect(301, self._same_origin(origin, target), NO_STORE)
-                response.headers["X-Robots-Tag"] = "noindex"
-                return response
-            return _redirect(301, self._same_origin(origin, target), REPLACEMENT_CACHE)
-        if action is Action.REDIRECT_TO_DRAFT_HOST:
-            return self._to_draft_host(request, origin, tokens)
-        if action is Action.REDIRECT_TO_CURRENT_FILENAME:
-            assert record is not None
-            target = asset_path(record.id, record.filename) + (f"?{request.query}" if request.query else "")
-            return _redirect(302, self._same_origin(origin, target), NO_STORE)
-        if action is Action.REDIRECT_TO_URL:
-            assert record is not None and record.redirect_url is not None
-            return _redirect(302, record.redirect_url, NO_STORE)
-        if action is Action.LOGIN:
-            return self._to_login(request, origin)
-        if action is Action.PREVIEW_COOKIE:
-            return self._set_preview_cookie(request, origin, identity, tokens, now)
-        return error_response(404)  # an action this responder does not know is never an allow
+        render = self._renderers.get(decision.action)
+        if render is None:
+            return error_response(404)  # an action this responder does not know is never an allow
+        return render(decision, request, origin, identity, tokens, record, now)
 
-    def _serve(
-        self, decision: Decision, request: AccessRequest, record: AssetRecord, now: float
-    ) -> web.Response:
-        cache = self._cache_control(decision, now)
+    # Renderers, one per outcome (gateway.outcomes names them): all take the same arguments.
+
+    def deny(
+        self, decision: Decision, request: AccessRequest, origin: Origin, identity: Identity,
+        tokens: RawTokens, record: AssetRecord | None, now: float,
+    ) -> web.Response:  # fmt: skip
+        return error_response(decision.status)
+
+    def serve(
+        self, decision: Decision, request: AccessRequest, origin: Origin, identity: Identity,
+        tokens: RawTokens, record: AssetRecord | None, now: float,
+    ) -> web.Response:  # fmt: skip
+        assert record is not None
+        cache = self.cache_control(decision, now)
         if decision.not_modified:
             response = web.Response(status=304)
         elif self._accel:
@@ -160,12 +150,56 @@ class Responder:
             response.headers["X-Robots-Tag"] = "noindex"
         return response
 
-    def _cache_control(self, decision: Decision, now: float) -> str:
+    def to_replacement(
+        self, decision: Decision, request: AccessRequest, origin: Origin, identity: Identity,
+        tokens: RawTokens, record: AssetRecord | None, now: float,
+    ) -> web.Response:  # fmt: skip
+        assert decision.replacement is not None
+        target = asset_path(decision.replacement.id, decision.replacement.filename)
+        if decision.private:  # it names a draft or access-limited file: for this requester only
+            response = _redirect(301, self._same_origin(origin, target), NO_STORE)
+            response.headers["X-Robots-Tag"] = "noindex"
+            return response
+        return _redirect(301, self._same_origin(origin, target), REPLACEMENT_CACHE)
+
+    def to_current_filename(
+        self, decision: Decision, request: AccessRequest, origin: Origin, identity: Identity,
+        tokens: RawTokens, record: AssetRecord | None, now: float,
+    ) -> web.Response:  # fmt: skip
+        assert record is not None
+        target = asset_path(record.id, record.filename) + (f"?{request.query}" if request.query else "")
+        return _redirect(302, self._same_origin(origin, target), NO_STORE)
+
+    def to_url(
+        self, decision: Decision, request: AccessRequest, origin: Origin, identity: Identity,
+        tokens: RawTokens, record: AssetRecord | None, now: float,
+    ) -> web.Response:  # fmt: skip
+        assert record is not None and record.redirect_url is not None
+        return _redirect(302, record.redirect_url, NO_STORE)
+
+    def cache_control(self, decision: Decision, now: float) -> str:
+        """The Cache-Control of a served file's answer at `now` (the answer cache recomputes it
+        for each reuse with `cache_control_until`)."""
         if decision.private:
             return NO_STORE
-        # The life left of the URL presigned_url hands out at `now` (one shared per time window).
-        _, expires_at = signing_window(self._ttl(decision), now)
+        return self.cache_control_until(self.url_window(decision, now)[1], now)
+
+    @staticmethod
+    def cache_control_until(expires_at: int, now: float) -> str:
+        """A public served answer's Cache-Control at `now` for a URL expiring at `expires_at`."""
         return public_cache_control(int(expires_at - now))
+
+    def url_window(self, decision: Decision, now: float) -> tuple[int, int]:
+        """(signed_at, expires_at) of the URL `presigned_url` hands out at `now`."""
+        return signing_window(self._ttl(decision), now)
+
+    def same_url_until(self, decision: Decision, now: float) -> int:
+        """The instant from which `presigned_url` hands out another URL than at `now` (one shared
+        URL per time window; a URL too short-lived to share changes every second)."""
+        ttl = self._ttl(decision)
+        window = ttl // REUSE_FRACTION
+        signed_at, _ = signing_window(ttl, now)
+        return signed_at + window if window > 0 else int(now) + 1
 
     def _ttl(self, decision: Decision) -> int:
         options = decision.serve
@@ -191,7 +225,7 @@ class Responder:
         """The headers a served file carries when nginx delivers the bytes (accel and auth_request):
         caching, validators, type and name, the parent page, and no framing or sniffing."""
         options = decision.serve
-        headers = {"Cache-Control": self._cache_control(decision, now)}
+        headers = {"Cache-Control": self.cache_control(decision, now)}
         if record.etag and _header_safe(record.etag):
             headers["ETag"] = record.etag
         last_modified = http_date(record.last_modified)
@@ -213,7 +247,10 @@ class Responder:
     def _same_origin(self, origin: Origin, path_and_query: str) -> str:
         return f"{origin.scheme}://{_netloc(origin.hostname, origin.port)}{path_and_query}"
 
-    def _to_draft_host(self, request: AccessRequest, origin: Origin, tokens: RawTokens) -> web.Response:
+    def to_draft_host(
+        self, decision: Decision, request: AccessRequest, origin: Origin, identity: Identity,
+        tokens: RawTokens, record: AssetRecord | None, now: float,
+    ) -> web.Response:  # fmt: skip
         if self._draft_host is None:
             return error_response(404)
         # The query travels whole: a preview link's token must reach the draft host.
@@ -227,7 +264,10 @@ class Responder:
         )
         return _redirect(302, location, NO_STORE)
 
-    def _to_login(self, request: AccessRequest, origin: Origin) -> web.Response:
+    def to_login(
+        self, decision: Decision, request: AccessRequest, origin: Origin, identity: Identity,
+        tokens: RawTokens, record: AssetRecord | None, now: float,
+    ) -> web.Response:  # fmt: skip
         if self._sign_in:
             back_path = request.path + (f"?{request.query}" if request.query else "")
             start = "/oauth2/start?" + urlencode({"return_to": back_path})
@@ -238,14 +278,10 @@ class Responder:
         separator = "&" if "?" in self._login_url else "?"
         return _redirect(302, f"{self._login_url}{separator}{urlencode({'return_to': back})}", NO_STORE)
 
-    def _set_preview_cookie(
-        self,
-        request: AccessRequest,
-        origin: Origin,
-        identity: Identity,
-        tokens: RawTokens,
-        now: float,
-    ) -> web.Response:
+    def set_preview_cookie(
+        self, decision: Decision, request: AccessRequest, origin: Origin, identity: Identity,
+        tokens: RawTokens, record: AssetRecord | None, now: float,
+    ) -> web.Response:  # fmt: skip
         preview = identity.preview
         if preview is None or tokens.preview_query is None:
             return error_response(404)

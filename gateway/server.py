@@ -30,8 +30,7 @@ from multiprocessing.process import BaseProcess
 
 from aiohttp import web
 
-from gateway.app import build_gateway, create_public_app
-from gateway.http.admin import create_admin_app
+from gateway.app import build_gateway, create_admin_app, create_public_app
 from gateway.http.runner import GatewayRunner
 from gateway.metrics import SnapshotDirectory
 from gateway.observability import configure_logging, mask_secrets, protect_secrets

@@ -12,7 +12,7 @@ import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 from urllib.parse import urlsplit
 
 from gateway.redaction import url_passwords
@@ -310,23 +310,26 @@ def _url(schemes: tuple[str, ...]) -> Callable[[str, object, Mapping[str, str]],
     return parse
 
 
+# Every `state.url` scheme gateway.state.factory opens; both read this one list.
+STATE_URL_SCHEMES: Final = (
+    "memory",
+    "redis",
+    "rediss",
+    "unix",
+    "redis+sentinel",
+    "redis+cluster",
+    "rediss+cluster",
+)
+
+
 def _state_url(key: str, raw: object, environ: Mapping[str, str]) -> Secret:
     secret = _secret(key, raw, environ)
     try:
         scheme = urlsplit(secret.reveal()).scheme
     except ValueError:  # e.g. an unclosed [IPv6 bracket; the message would not help, the URL may not be shown
         raise ConfigError(f"{key}: not a valid URL") from None
-    allowed = (
-        "memory",
-        "redis",
-        "rediss",
-        "unix",
-        "redis+sentinel",
-        "redis+cluster",
-        "rediss+cluster",
-    )
-    if scheme not in allowed:
-        raise ConfigError(f"{key}: expected a URL with scheme {', '.join(allowed)}, got {scheme!r}")
+    if scheme not in STATE_URL_SCHEMES:
+        raise ConfigError(f"{key}: expected a URL with scheme {', '.join(STATE_URL_SCHEMES)}, got {scheme!r}")
     return secret
 
 

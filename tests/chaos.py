@@ -41,8 +41,8 @@ import redis
 import redis.asyncio
 from aiohttp import ClientError, ClientSession, ClientTimeout, web
 
-from gateway.http.admin import create_admin_app
-from gateway.http.public import Gateway
+from gateway.app import create_admin_app
+from gateway.http.context import Gateway
 from gateway.http.runner import GatewayRunner
 from gateway.policy.loading import read_sources
 from gateway.settings import Secret, TokenKey

@@ -21,8 +21,8 @@ from pathlib import Path
 import pytest
 from aiohttp import ClientSession, web
 
-from gateway.http.admin import create_admin_app
-from gateway.http.public import Gateway
+from gateway.app import create_admin_app
+from gateway.http.context import Gateway
 from gateway.http.runner import GatewayRunner
 from gateway.metrics import (
     CONTENT_TYPE,

@@ -1,6 +1,7 @@
-"""The admin listener: a separate host/port for publishers (asset writes), ops (health, metrics,
-explain). Everything but health and metrics needs `Authorization: Bearer <admin token>`, compared
-in constant time; a missing or wrong token gets 401 and changes nothing."""
+"""The admin listener's middleware: a separate host/port for publishers (asset writes) and ops
+(health, metrics, explain); gateway.app builds the app and each route module adds its routes.
+Everything but health and metrics needs `Authorization: Bearer <admin token>`, compared in constant
+time; a missing or wrong token gets 401 and changes nothing."""
 
 from __future__ import annotations
 
@@ -11,10 +12,9 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-from gateway.http.public import GATEWAY, Gateway
-from gateway.http.runner import LIMITS, NO_STORE, SERVER_HEADER
+from gateway.http.context import GATEWAY
+from gateway.http.runner import NO_STORE, SERVER_HEADER
 from gateway.observability import client_fields, log_access, new_request_id
-from gateway.settings import listener_limits
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +70,7 @@ async def answer_every_request(request: web.Request, handler: Handler) -> web.St
 _ERROR_CODES = {404: "not_found", 405: "method_not_allowed", 413: "too_large"}
 
 
-async def _our_server_header(request: web.Request, response: web.StreamResponse) -> None:
+async def our_server_header(request: web.Request, response: web.StreamResponse) -> None:
     response.headers["Server"] = SERVER_HEADER
 
 
@@ -85,22 +85,3 @@ async def require_admin_token(request: web.Request, handler: Handler) -> web.Str
         response.headers["WWW-Authenticate"] = 'Bearer realm="asset-gateway admin"'
         return response
     return await handler(request)
-
-
-def create_admin_app(gateway: Gateway) -> web.Application:
-    """Routes come from one module per concern; each exposes `add_routes(app)`."""
-    from gateway.http import admin_explain, assets_api, health, metrics
-
-    app = web.Application(
-        middlewares=[answer_every_request, require_admin_token], client_max_size=MAX_BODY_BYTES
-    )
-    app[GATEWAY] = gateway
-    app[LIMITS] = listener_limits(gateway.settings, admin=True)
-    app.on_response_prepare.append(_our_server_header)
-    health.add_routes(app)
-    metrics.add_routes(app)
-    admin_explain.add_routes(app)
-    assets_api.add_routes(app)
-    if not gateway.settings.admin.token:
-        log.warning("admin.token is not set: every admin request except health and metrics gets 401")
-    return app

@@ -9,9 +9,9 @@ from urllib.parse import urlsplit
 
 from aiohttp import web
 
-from gateway.explaining import explain_url, explanation_json
+from gateway.explanation import explain_request, explanation_json
 from gateway.http.admin import json_error
-from gateway.http.public import GATEWAY
+from gateway.http.context import GATEWAY
 
 TOKEN_HEADER = "X-Explain-Token"  # noqa: S105 - a header name, not a secret
 MAX_TOKENS = 4
@@ -34,9 +34,9 @@ async def explain(request: web.Request) -> web.Response:
         details.append(f"{TOKEN_HEADER}: at most {MAX_TOKENS} tokens")
     if details:
         return json_error(400, "invalid", details=details)
-    report = await explain_url(
-        gateway.settings, url, tokens=tokens, host=host, method=method,
-        store=gateway.store, policy=gateway.policy.policy,
+    report = await explain_request(
+        gateway.settings, url, tokens=tokens, host=host, method=method, store=gateway.store,
+        store_shown="this process's store (cached)", policy=gateway.policy.policy, now=gateway.clock(),
     )  # fmt: skip
     response = web.json_response(explanation_json(report), status=503 if report.store_unavailable else 200)
     response.headers["Cache-Control"] = "no-store"

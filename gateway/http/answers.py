@@ -14,7 +14,11 @@ and keeps with it the exact objects it was computed from and the instant it stop
   fresh answer carries another URL);
 * for a served file, the presigned URL itself, compared on every hit with the one the presigner
   hands out now (which also catches rotated credentials), and `Cache-Control: public, max-age=` is
-  recomputed from the URL's expiry with the same formula the responder uses.
+  recomputed from the URL's expiry by the responder, which owns that rule.
+
+The key is derived from the parser's own declaration of the headers it reads
+(`RequestParser.HEADERS`, and `PROXY_HEADERS` from a trusted proxy), so a new token source cannot be
+added to the parser without the key holding it (tests/test_parsing.py checks the declaration).
 
 Any check failing drops the entry and the request is evaluated in full. Only answers whose every
 input is in the key or the checks above are stored: no replacement chains (they depend on other
@@ -32,32 +36,24 @@ from aiohttp import web
 from cachetools import LRUCache
 
 from gateway.models import AccessRequest, Action, AssetRecord, Decision, Identity, UserIdentity
-from gateway.parsing import RawTokens
+from gateway.outcomes import OUTCOMES
+from gateway.parsing import RawTokens, RequestParser
+from gateway.pipeline import Evaluated
 from gateway.policy.language import Policy
-from gateway.presign import REUSE_FRACTION, signing_window
-from gateway.responses import Responder, public_cache_control
-from gateway.settings import Settings
-from gateway.state.cache import MISSING, CachedAssetStore, _Missing
+from gateway.responses import Responder
+from gateway.state.cache import MISSING, CachedAssetStore, Missing
 from gateway.tokens import TokenVerifier
 
 ANSWER_CACHE_SIZE: Final = 10_000
 # Longest key (sum of its strings) worth keeping: real requests with a token or two are far below;
 # huge cookies or queries are evaluated in full rather than pin up to ~64 KB per entry.
 MAX_KEY_CHARS: Final = 4096
-CACHEABLE: Final = frozenset(
-    {
-        Action.SERVE,
-        Action.DENY,
-        Action.LOGIN,
-        Action.REDIRECT_TO_DRAFT_HOST,
-        Action.REDIRECT_TO_CURRENT_FILENAME,
-        Action.REDIRECT_TO_URL,
-    }
-)
+_HEADERS: Final = RequestParser.HEADERS
+_PROXY_HEADERS: Final = RequestParser.PROXY_HEADERS
 
-# method, raw path, raw query, Host, If-None-Match, Authorization, Cookie, peer trusted,
-# X-Forwarded-Proto and X-Forwarded-Host (None unless trusted), secure
-Key = tuple[str, str, str, str | None, str | None, str | None, str | None, bool, str | None, str | None, bool]
+# method, raw path, raw query, peer trusted, secure, then the value of each header in
+# RequestParser.HEADERS and (None unless the peer is trusted) RequestParser.PROXY_HEADERS.
+Key = tuple[str | bool | None, ...]
 
 
 class CachedAnswer:
@@ -87,7 +83,7 @@ class CachedAnswer:
         self,
         *,
         policy: Policy,
-        record: AssetRecord | _Missing,
+        record: AssetRecord | Missing,
         asset_id: str,
         valid_from: float,
         valid_until: float,
@@ -134,22 +130,21 @@ def answer_key(
     secure: bool,
 ) -> Key | None:
     """Everything of the request that parsing reads, or None when it is too long to keep."""
-    host = headers.get("Host")
-    if_none_match = headers.get("If-None-Match")
-    authorization = headers.get("Authorization")
-    cookie = headers.get("Cookie")
-    proto = forwarded_host = None
-    if trusted:
-        proto = headers.get("X-Forwarded-Proto")
-        forwarded_host = headers.get("X-Forwarded-Host")
     size = len(raw_path) + len(raw_query)
-    for value in (host, if_none_match, authorization, cookie, proto, forwarded_host):
+    key: list[str | bool | None] = [method, raw_path, raw_query, trusted, secure]
+    for name in _HEADERS:
+        value = headers.get(name)
         if value is not None:
             size += len(value)
+        key.append(value)
+    for name in _PROXY_HEADERS:
+        value = headers.get(name) if trusted else None
+        if value is not None:
+            size += len(value)
+        key.append(value)
     if size > MAX_KEY_CHARS:
         return None
-    return (method, raw_path, raw_query, host, if_none_match, authorization, cookie, trusted,
-            proto, forwarded_host, secure)  # fmt: skip
+    return tuple(key)
 
 
 def tokens_settled(tokens: RawTokens, identity: Identity, verifier: TokenVerifier, now: float) -> bool:
@@ -174,7 +169,6 @@ class AnswerCache:
 
     def __init__(
         self,
-        settings: Settings,
         size: int = ANSWER_CACHE_SIZE,
         *,
         revoked: Callable[[UserIdentity], bool] | None = None,
@@ -182,7 +176,6 @@ class AnswerCache:
         self._entries: LRUCache[Key, CachedAnswer] = LRUCache(maxsize=max(size, 1))
         # A session revoked after its answer was stored must not be served from here.
         self._revoked = revoked
-        self._default_ttl = settings.s3.presign_ttl
         self.hits = 0
         self.stored = 0
 
@@ -223,14 +216,14 @@ class AnswerCache:
         del self._entries[key]
         return None
 
-    def response(self, entry: CachedAnswer, now: float) -> web.Response:
+    def response(self, entry: CachedAnswer, now: float, responder: Responder) -> web.Response:
         """A new response carrying the stored answer (max-age recomputed for `now`)."""
         headers = entry.headers
         if entry.url_expires_at is not None and entry.cache_control_at is not None:
             listed = list(headers)
             listed[entry.cache_control_at] = (
                 "Cache-Control",
-                public_cache_control(int(entry.url_expires_at - now)),
+                responder.cache_control_until(entry.url_expires_at, now),
             )
             return web.Response(status=entry.status, body=entry.body, headers=listed)
         return web.Response(status=entry.status, body=entry.body, headers=headers)
@@ -238,21 +231,18 @@ class AnswerCache:
     def store(
         self,
         key: Key,
-        *,
-        decision: Decision,
-        access: AccessRequest,
-        identity: Identity,
-        tokens: RawTokens,
-        record: AssetRecord | None,
-        policy: Policy,
-        now: float,
+        result: Evaluated,
         response: web.StreamResponse,
+        *,
         cache: CachedAssetStore,
         verifier: TokenVerifier,
         responder: Responder,
     ) -> bool:
         """Keep the answer a full evaluation just gave, if it may be reused; True when kept."""
-        if type(response) is not web.Response or decision.action not in CACHEABLE:
+        decision, access, identity, record, now = (
+            result.decision, result.access, result.identity, result.record, result.now
+        )  # fmt: skip
+        if type(response) is not web.Response or not OUTCOMES[decision.action].cacheable:
             return False
         if record is not None and record.replacement_id is not None:
             return False
@@ -263,7 +253,7 @@ class AnswerCache:
         held = cache.peek(asset_id)
         if held is not (MISSING if record is None else record):
             return False  # not (or no longer) the cached object: a hit could never be checked
-        if not tokens_settled(tokens, identity, verifier, now):
+        if not tokens_settled(result.tokens, identity, verifier, now):
             return False
         valid_until = float("inf")
         if identity.user is not None:
@@ -276,11 +266,8 @@ class AnswerCache:
         cache_control_at: int | None = None
         if decision.action is Action.SERVE:
             assert record is not None
-            options = decision.serve
-            ttl = options.presign_ttl if options and options.presign_ttl else self._default_ttl
-            signed_at, expires_at = signing_window(ttl, now)
-            window = ttl // REUSE_FRACTION
-            valid_until = min(valid_until, signed_at + window if window > 0 else int(now) + 1)
+            _, expires_at = responder.url_window(decision, now)
+            valid_until = min(valid_until, responder.same_url_until(decision, now))
             if not decision.not_modified:
                 url = responder.presigned_url(decision, access, record, now)
                 if url not in response.headers.values():
@@ -290,13 +277,13 @@ class AnswerCache:
                 if names.count("Cache-Control") != 1:
                     return False
                 cache_control_at = names.index("Cache-Control")
-                if headers[cache_control_at][1] != public_cache_control(int(expires_at - now)):
+                if headers[cache_control_at][1] != responder.cache_control_until(expires_at, now):
                     return False  # not the max-age we would recompute: do not guess
                 url_expires_at = expires_at
         if not now < valid_until:
             return False
         self._entries[key] = CachedAnswer(
-            policy=policy,
+            policy=result.policy,
             record=MISSING if record is None else record,
             asset_id=asset_id,
             valid_from=now,

@@ -16,7 +16,7 @@ from typing import Any
 from aiohttp import web
 
 from gateway.http.admin import MAX_BODY_BYTES, json_error
-from gateway.http.public import GATEWAY
+from gateway.http.context import GATEWAY
 from gateway.models import AssetRecord
 from gateway.records import (
     MAX_VERSION,
@@ -49,7 +49,7 @@ async def get_asset(request: web.Request) -> web.Response:
     if not is_valid_asset_id(asset_id):
         return json_error(404, "not_found")
     try:
-        record = await request.app[GATEWAY].store.store.get(asset_id)
+        record = await request.app[GATEWAY].store.get_uncached(asset_id)
     except RecordUnreadable:
         return _unreadable()
     except StoreUnavailable:
@@ -140,7 +140,7 @@ async def _read_modify_write(
     result: WriteResult | None = None
     for _ in range(MERGE_ATTEMPTS):
         try:
-            current = await gateway.store.store.get(asset_id)
+            current = await gateway.store.get_uncached(asset_id)
             if current is None:
                 return json_error(404, "not_found")
             try:

@@ -22,8 +22,10 @@ import logging
 
 from aiohttp import web
 
-from gateway.http.public import Evaluated, Gateway, Refused, answer, render_direct
+from gateway.http.context import Gateway
+from gateway.http.public import answer, render_direct
 from gateway.models import Action, HostKind
+from gateway.pipeline import Evaluated, Refused
 from gateway.responses import ASSET_LOCATION
 
 log = logging.getLogger(__name__)

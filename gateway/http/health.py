@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from gateway.http.public import GATEWAY
+from gateway.http.context import GATEWAY
 from gateway.state.base import StoreUnavailable
 
 

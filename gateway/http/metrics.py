@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from gateway.background import spawn, stop
-from gateway.http.public import GATEWAY, Gateway
+from gateway.http.context import GATEWAY, Gateway
 from gateway.metrics import CONTENT_TYPE, Counts, SnapshotDirectory, policy_state, render
 from gateway.version import VERSION
 
@@ -51,7 +51,9 @@ async def _publish_forever(gateway: Gateway, snapshots: SnapshotDirectory) -> No
         await asyncio.sleep(PUBLISH_INTERVAL)
 
 
-async def _publish(app: web.Application) -> AsyncIterator[None]:
+async def publish_snapshots(app: web.Application) -> AsyncIterator[None]:
+    """With several workers, this one's counts are published every PUBLISH_INTERVAL for the
+    others' scrapes, as long as the admin listener runs (gateway.app registers it)."""
     gateway = app[GATEWAY]
     snapshots = gateway.metrics.snapshots
     if snapshots is None:
@@ -64,4 +66,3 @@ async def _publish(app: web.Application) -> AsyncIterator[None]:
 
 def add_routes(app: web.Application) -> None:
     app.router.add_get("/metrics", handle_metrics)
-    app.cleanup_ctx.append(_publish)

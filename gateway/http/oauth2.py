@@ -11,7 +11,8 @@ from urllib.parse import parse_qs
 
 from aiohttp import web
 
-from gateway.http.public import GATEWAY, Gateway, request_id
+from gateway.http.context import GATEWAY, Gateway
+from gateway.http.public import request_id
 from gateway.models import HostKind
 from gateway.observability import log_access
 from gateway.oidc.flow import FLOW_COOKIE_PREFIX, FLOW_TTL, MAX_FLOW_COOKIES, STATE_PATTERN, SignInError

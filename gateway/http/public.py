@@ -1,60 +1,30 @@
-"""The public listener: `GET|HEAD /media/{id}/{filename}`. Gathers inputs, runs
-parse → identify → lookup → decide → respond → log, and turns failures into bare statuses."""
+"""The public listener: `GET|HEAD /media/{id}/{filename}`. Gathers the request's inputs, runs the
+pipeline (gateway.pipeline), renders its result, then logs and counts the answer; failures become
+bare statuses. Warm requests may be answered from the answer cache (gateway.http.answers)."""
 
 from __future__ import annotations
 
 import logging
 import re
 import time
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
 
-from gateway.cdn.worker import PurgeWorker
-from gateway.http.answers import AnswerCache, Key, answer_key
-from gateway.identify import identify, learn_user_keys
-from gateway.metrics import Metrics
-from gateway.models import NO_REPLACEMENT, AccessRequest, AssetRecord, Decision, Identity
+from gateway.http.answers import CachedAnswer, Key, answer_key
+from gateway.http.context import GATEWAY, Gateway
+from gateway.models import Decision
 from gateway.observability import client_fields, log_access, new_request_id
-from gateway.oidc.relying_party import SignIn
-from gateway.parsing import MethodNotAllowed, NotAnAsset, Origin, RawTokens, RequestParser, is_trusted
-from gateway.policy.evaluation import decide
-from gateway.policy.language import Policy
-from gateway.policy.reload import CurrentPolicy
-from gateway.responses import Responder, error_response
+from gateway.parsing import is_trusted
+from gateway.pipeline import STORE_FAILURES, Evaluated, EvaluationFailed, Refused, Steps, evaluate
+from gateway.responses import error_response
 from gateway.settings import Settings
-from gateway.state.base import RecordUnreadable, StoreUnavailable
-from gateway.state.cache import CachedAssetStore
-from gateway.state.chain import resolve_replacement
-from gateway.state.invalidation import InvalidationListener
-from gateway.tokens import TokenVerifier
 
 log = logging.getLogger(__name__)
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,128}")
 
-
-@dataclass(frozen=True, slots=True)
-class Gateway:
-    """Everything a request needs, built once per process."""
-
-    settings: Settings
-    parser: RequestParser
-    verifier: TokenVerifier
-    store: CachedAssetStore
-    policy: CurrentPolicy
-    responder: Responder
-    invalidations: InvalidationListener  # keeps `store` in step with writes made anywhere
-    metrics: Metrics = field(default_factory=Metrics)  # this process's counters, read by /metrics
-    # Finished answers of warm /media requests (gateway.http.answers); None turns it off.
-    answers: AnswerCache | None = None
-    clock: Callable[[], float] = time.time  # the time decisions are made at (tests inject one)
-    signin: SignIn | None = None  # `/oauth2/*` when [oidc] is set (gateway.http.oauth2)
-    purges: PurgeWorker | None = None  # sends CDN purges while the public listener runs (DESIGN 2.9)
-
-
-GATEWAY = web.AppKey("gateway", Gateway)
+Render = Callable[[Gateway, "Evaluated | Refused"], web.StreamResponse]
 
 
 def request_id(request: web.Request, settings: Settings) -> str:
@@ -63,6 +33,11 @@ def request_id(request: web.Request, settings: Settings) -> str:
     if given and _REQUEST_ID.fullmatch(given) and is_trusted(request.remote, settings.server.trusted_proxies):
         return given
     return new_request_id()
+
+
+def steps(gateway: Gateway) -> Steps:
+    """The pipeline's collaborators in this process."""
+    return Steps(gateway.parser, gateway.verifier, gateway.store.get, gateway.responder.login_configured)
 
 
 async def handle_media(request: web.Request) -> web.StreamResponse:
@@ -105,50 +80,13 @@ def _cached_answer(
     entry = answers.lookup(key, now, gateway.policy.policy, gateway.store, gateway.responder)
     if entry is None:
         return key, None
-    gateway.store.hits += 1  # the record lookup a full evaluation makes, from the cache
-    response = answers.response(entry, now)
+    gateway.store.count_hit()  # the record lookup a full evaluation makes, from the cache
+    response = answers.response(entry, now, gateway.responder)
     rid = request_id(request, gateway.settings)
     response.headers["X-Request-Id"] = rid
-    decision = entry.decision
-    # The same line, field for field, as `answer` writes for a full evaluation.
-    fields: dict[str, Any] = {
-        "request_id": rid, "method": method, "path": raw_path, "host": entry.host,
-        "asset_id": entry.asset_id, "status": entry.status, "outcome": decision.action.value,
-        "rule": decision.rule, "policy_revision": decision.revision,
-    }  # fmt: skip
-    if entry.subject is not None:
-        fields["subject"] = entry.subject
-    if entry.preview is not None:
-        fields["preview"] = entry.preview
-    _log_and_count(gateway, request, "media", fields, decision.rule, started)
+    fields = access_fields(rid, "media", method, raw_path, entry.status, cached=entry)
+    _log_and_count(gateway, request, "media", fields, entry.decision.rule, started)
     return key, response
-
-
-@dataclass(frozen=True, slots=True)
-class Evaluated:
-    """The pipeline reached a decision: everything `respond` needs to turn it into HTTP."""
-
-    decision: Decision
-    access: AccessRequest
-    origin: Origin
-    identity: Identity
-    tokens: RawTokens
-    record: AssetRecord | None
-    now: float
-    policy: Policy  # the very object that decided
-
-
-@dataclass(frozen=True, slots=True)
-class Refused:
-    """No decision was made: not an asset path (404), a method other than GET/HEAD (405), the
-    state store unreachable with nothing cached or the record unreadable (503), or a bug (500)."""
-
-    status: int
-    outcome: str
-    identity: Identity | None = None
-
-
-Render = Callable[[Gateway, "Evaluated | Refused"], web.StreamResponse]
 
 
 def render_direct(gateway: Gateway, result: Evaluated | Refused) -> web.StreamResponse:
@@ -177,55 +115,93 @@ async def answer(
     gateway = request.app[GATEWAY]
     started = time.perf_counter()
     rid = request_id(request, gateway.settings)
-    fields: dict[str, Any] = {"request_id": rid, "method": method, "path": raw_path}
-    if endpoint != "media":
-        fields["endpoint"] = endpoint
     result: Evaluated | Refused
     try:
         result = await evaluate(
-            gateway, method, raw_path, raw_query, request.headers,
-            peer=request.remote, secure=request.secure, fields=fields,
+            steps(gateway), gateway.policy.policy, gateway.clock(), method, raw_path, raw_query,
+            request.headers, peer=request.remote, secure=request.secure,
         )  # fmt: skip
-    except Exception:
+    except Exception as exc:
         # A bug, not bad input: still one access line and one count, with the request id that
         # ties the traceback (logged here, never sent) to the answer the client saw.
-        log.exception("request %s failed while deciding %s", rid, fields.get("asset_id", "a request"))
-        fields["outcome"] = "error"
-        result = Refused(500, "error")
+        access = exc.access if isinstance(exc, EvaluationFailed) else None
+        log.exception("request %s failed while deciding %s", rid, access.asset_id if access else "a request")
+        result = Refused(500, "error", access=access)
+    if isinstance(result, Refused) and result.outcome in STORE_FAILURES:
+        gateway.metrics.store_error()
+    failed = False
     try:
         response = render(gateway, result)
     except Exception:
-        log.exception("request %s: could not build the response for %s", rid, fields.get("asset_id", "?"))
-        fields["outcome"] = "error"
+        access = result.access
+        log.exception(
+            "request %s: could not build the response for %s", rid, access.asset_id if access else "?"
+        )
+        failed = True
         response = error_response(500)
     else:
         if answer_key is not None and gateway.answers is not None and isinstance(result, Evaluated):
             gateway.answers.store(
-                answer_key, decision=result.decision, access=result.access, identity=result.identity,
-                tokens=result.tokens, record=result.record, policy=result.policy, now=result.now,
-                response=response, cache=gateway.store, verifier=gateway.verifier,
+                answer_key, result, response, cache=gateway.store, verifier=gateway.verifier,
                 responder=gateway.responder,
             )  # fmt: skip
     response.headers["X-Request-Id"] = rid
-    fields["status"] = response.status
-    rule = ""
-    if isinstance(result, Evaluated):
-        decision = result.decision
-        rule = decision.rule
-        fields.update(outcome=decision.action.value, rule=rule, policy_revision=decision.revision)
-    identity = result.identity
-    if identity is not None:
-        if identity.user is not None:
-            fields["subject"] = identity.user.sub
-        if identity.preview is not None:
-            fields["preview"] = identity.preview.sub
-        if identity.rejected:
-            # Why a presented token did not count: the reason only, never the token.
-            fields["token_rejected"] = [f"{source}:{reason}" for source, reason in identity.rejected]
-            for source, reason in identity.rejected:
-                gateway.metrics.token_rejected(source, reason)
+    fields = access_fields(rid, endpoint, method, raw_path, response.status, result=result)
+    if failed and not isinstance(result, Evaluated):
+        fields["outcome"] = "error"  # an Evaluated result keeps the outcome that was decided
+    if result.identity is not None:
+        for source, reason in result.identity.rejected:
+            gateway.metrics.token_rejected(source, reason)
+    rule = fields.get("rule", "")
     _log_and_count(gateway, request, endpoint, fields, rule, started)
     return response
+
+
+def access_fields(
+    rid: str,
+    endpoint: str,
+    method: str,
+    raw_path: str,
+    status: int,
+    *,
+    result: Evaluated | Refused | None = None,
+    cached: CachedAnswer | None = None,
+) -> dict[str, Any]:
+    """The fields of a request's access line, from a full evaluation's result or from the answer
+    cache's entry: the same fields either way, so a cached answer is logged as it was first."""
+    fields: dict[str, Any] = {"request_id": rid, "method": method, "path": raw_path}
+    if endpoint != "media":
+        fields["endpoint"] = endpoint
+    decision: Decision | None = None
+    subject = preview = None
+    rejected: list[str] = []
+    if cached is not None:
+        fields.update(host=cached.host, asset_id=cached.asset_id)
+        decision, subject, preview = cached.decision, cached.subject, cached.preview
+    elif result is not None:
+        if result.access is not None:
+            fields.update(host=result.access.host, asset_id=result.access.asset_id)
+        identity = result.identity
+        if identity is not None:
+            subject = identity.user.sub if identity.user is not None else None
+            preview = identity.preview.sub if identity.preview is not None else None
+            if identity.rejected:
+                # Why a presented token did not count: the reason only, never the token.
+                rejected = [f"{source}:{reason}" for source, reason in identity.rejected]
+        if isinstance(result, Evaluated):
+            decision = result.decision
+        else:
+            fields["outcome"] = result.outcome
+    fields["status"] = status
+    if decision is not None:
+        fields.update(outcome=decision.action.value, rule=decision.rule, policy_revision=decision.revision)
+    if subject is not None:
+        fields["subject"] = subject
+    if preview is not None:
+        fields["preview"] = preview
+    if rejected:
+        fields["token_rejected"] = rejected
+    return fields
 
 
 def _log_and_count(
@@ -242,55 +218,3 @@ def _log_and_count(
     fields.update(client_fields(request.remote, request.headers, gateway.parser.is_trusted))
     log_access(fields)
     gateway.metrics.observe(endpoint, fields["outcome"], rule, fields["status"], elapsed)
-
-
-async def evaluate(
-    gateway: Gateway,
-    method: str,
-    raw_path: str,
-    raw_query: str,
-    headers: Mapping[str, str],
-    *,
-    peer: str | None,
-    secure: bool,
-    fields: dict[str, Any],
-) -> Evaluated | Refused:
-    """parse → identify → lookup → decide. Adds what it learns to the access-log `fields`."""
-    try:
-        access, tokens, origin = gateway.parser.parse(
-            method, raw_path, raw_query, headers, peer=peer, secure=secure
-        )
-    except NotAnAsset:
-        fields["outcome"] = "not_found"
-        return Refused(404, "not_found")
-    except MethodNotAllowed:
-        fields["outcome"] = "method_not_allowed"
-        return Refused(405, "method_not_allowed")
-    fields.update(host=access.host, asset_id=access.asset_id)
-
-    now = gateway.clock()
-    identity = identify(tokens, gateway.verifier, now)
-    if identity.user is None and tokens.user and await learn_user_keys(tokens.user, gateway.verifier):
-        identity = identify(tokens, gateway.verifier, now)  # the IdP rotated its keys
-    store = gateway.store
-    record: AssetRecord | None
-    try:
-        record = await store.get(access.asset_id)
-        replacement = NO_REPLACEMENT
-        if record is not None and record.replacement_id is not None:
-            replacement = await resolve_replacement(store.get, record)
-    except RecordUnreadable:  # this id only; never served, never guessed
-        fields["outcome"] = "record_unreadable"
-        gateway.metrics.store_error()
-        return Refused(503, "record_unreadable", identity)
-    except StoreUnavailable:
-        fields["outcome"] = "store_unavailable"
-        gateway.metrics.store_error()
-        return Refused(503, "store_unavailable", identity)
-
-    policy = gateway.policy.policy
-    decision = decide(
-        access, identity, record, policy, now,
-        replacement=replacement, login_configured=gateway.responder.login_configured,
-    )  # fmt: skip
-    return Evaluated(decision, access, origin, identity, tokens, record, now, policy)

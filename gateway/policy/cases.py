@@ -11,7 +11,6 @@ from urllib.parse import unquote
 import yaml
 
 from gateway.models import (
-    NO_REPLACEMENT,
     AccessRequest,
     Action,
     AssetRecord,
@@ -21,11 +20,11 @@ from gateway.models import (
     PreviewIdentity,
     UserIdentity,
 )
-from gateway.policy.evaluation import DEFAULT_DENY, RuleTrace, explain
+from gateway.outcomes import answer_status, target
+from gateway.pipeline import decide_access
+from gateway.policy.evaluation import DEFAULT_DENY, RuleTrace
 from gateway.policy.language import Policy, PolicyError, Problem, line_of, node_value
 from gateway.records import RecordInvalid, record_from_dict
-from gateway.state.chain import resolve_replacement
-from gateway.urls import asset_path
 
 T = TypeVar("T")
 
@@ -123,35 +122,25 @@ def _complete(coroutine: Coroutine[Any, Any, T]) -> T:
 
 
 async def run_case(policy: Policy, case: PolicyCase) -> CaseResult:
+    """The case's request through the pipeline's look-up and decision (the same steps a live
+    request takes after it is parsed and its tokens verified), traced."""
+
     async def get(asset_id: str) -> AssetRecord | None:
         return case.records.get(asset_id)
 
-    record = case.records.get(case.request.asset_id)
-    replacement = NO_REPLACEMENT if record is None else await resolve_replacement(get, record)
-    decision, trace = explain(
-        case.request, case.identity, record, policy, CASE_NOW,
-        replacement=replacement, login_configured=case.login_configured,
+    decided = await decide_access(
+        case.request, case.identity, get, policy, CASE_NOW,
+        login_configured=case.login_configured, trace=True,
     )  # fmt: skip
+    decision, record = decided.decision, decided.found.record
     got: dict[str, Any] = {
-        "status": 304 if decision.not_modified else decision.status,
+        "status": answer_status(decision, "redirect"),
         "rule": decision.rule,
         "action": decision.action.value,
         "private": decision.private,
-        "location": _location(decision, record, case.request),
+        "location": target(decision, record),
     }
-    return CaseResult(case, decision, got, trace)
-
-
-def _location(decision: Decision, record: AssetRecord | None, request: AccessRequest) -> str | None:
-    if decision.action is Action.REDIRECT_TO_REPLACEMENT and decision.replacement is not None:
-        return asset_path(decision.replacement.id, decision.replacement.filename)
-    if record is None:
-        return None
-    if decision.action is Action.REDIRECT_TO_CURRENT_FILENAME:
-        return asset_path(record.id, record.filename)
-    if decision.action is Action.REDIRECT_TO_URL:
-        return record.redirect_url
-    return None
+    return CaseResult(case, decision, got, list(decided.trace))
 
 
 class _CaseError(ValueError):

@@ -15,6 +15,7 @@ from gateway.models import (
     Identity,
     Replacement,
 )
+from gateway.outcomes import OUTCOMES
 from gateway.policy.facts import Facts
 from gateway.policy.language import Policy, Rule
 
@@ -84,16 +85,13 @@ def _facts(
     return Facts(request, identity, record, replacement, login_configured)
 
 
-_NEEDS_RECORD = frozenset({Action.SERVE, Action.REDIRECT_TO_CURRENT_FILENAME, Action.REDIRECT_TO_URL})
-
-
 def _decision(rule: Rule, facts: Facts, revision: str) -> Decision:
     outcome = rule.outcome
     record = facts.record
     restricted = facts.request.host_kind is not HostKind.LIVE or (
         record is not None and record.access_limited.limited
     )
-    if record is None and outcome.action in _NEEDS_RECORD:
+    if record is None and OUTCOMES[outcome.action].needs_record:
         # A rule that forgot `record: present`: there is nothing to serve or rename, so deny.
         return Decision(Action.DENY, 404, rule.name, revision)
     if outcome.action is Action.SERVE:

@@ -10,6 +10,7 @@ from typing import Any
 import yaml
 
 from gateway.models import Action, ServeOptions
+from gateway.outcomes import OUTCOMES
 from gateway.policy.facts import CONDITIONS, ConditionSpec, Facts, about_final_replacement
 
 RULE_NAME = re.compile(r"[a-z][a-z0-9_]{0,63}")
@@ -187,15 +188,6 @@ class Policy:
     warnings: tuple[Problem, ...] = field(default=(), compare=False)
 
 
-_OUTCOME_STATUS = {
-    Action.SERVE: 302,  # in redirect delivery; accel answers 200
-    Action.LOGIN: 302,
-    Action.PREVIEW_COOKIE: 302,
-    Action.REDIRECT_TO_REPLACEMENT: 301,
-    Action.REDIRECT_TO_DRAFT_HOST: 302,
-    Action.REDIRECT_TO_CURRENT_FILENAME: 302,
-    Action.REDIRECT_TO_URL: 302,
-}
 DENY_STATUSES = (403, 404, 410)
 SERVE_OPTIONS = ("disposition", "presign_ttl", "private")
 
@@ -413,7 +405,7 @@ class FileParser:
                 return None
             action = Action(name)
             return Outcome(
-                action, _OUTCOME_STATUS[action], ServeOptions() if action is Action.SERVE else None
+                action, OUTCOMES[action].status, ServeOptions() if action is Action.SERVE else None
             )
         if not isinstance(node, yaml.MappingNode) or len(node.value) != 1:
             self.error(node, "an outcome is a name like 'serve' or a one-key mapping like {deny: 404}")
@@ -457,7 +449,9 @@ class FileParser:
                 ok = False
         if not ok:
             return None
-        return Outcome(Action.SERVE, 302, ServeOptions(disposition, ttl), bool(private))
+        return Outcome(
+            Action.SERVE, OUTCOMES[Action.SERVE].status, ServeOptions(disposition, ttl), bool(private)
+        )
 
 
 def find_unreachable(rules: tuple[Rule, ...]) -> list[Problem]:

@@ -1,4 +1,5 @@
-"""The AssetStore protocol every backend implements, and the errors callers handle."""
+"""The AssetStore protocol every backend implements (reads, versioned writes, and the
+announcement of every write to every process), and the errors callers handle."""
 
 from __future__ import annotations
 
@@ -31,6 +32,25 @@ class WriteResult:
     unchanged: bool = field(default=False, compare=False)
 
 
+class Subscriber(Protocol):
+    """The receiving end of a store's write announcements (gateway.state.invalidation)."""
+
+    ping_interval: float  # seconds of silence before a networked store checks its subscription
+
+    def on_subscribed(self, *, in_process: bool) -> None:
+        """The subscription is (again) in place. Unless `in_process` (the store is this process's
+        own, so nothing can have been missed), announcements may have been lost before it."""
+        ...
+
+    def on_announced(self, asset_id: str) -> None:
+        """A write to `asset_id` was accepted somewhere. The id is as received: check it."""
+        ...
+
+    def on_lost(self, reason: str) -> float:
+        """The subscription dropped; returns the seconds to wait before subscribing again."""
+        ...
+
+
 class AssetStore(Protocol):
     async def get(self, asset_id: str) -> AssetRecord | None:
         """The current record, or None. Raises StoreUnavailable."""
@@ -51,6 +71,12 @@ class AssetStore(Protocol):
         `force`: store it whatever the stored version is (an audited ops repair of a record whose
         version a publisher pushed out of reach); still announced like any write.
         """
+        ...
+
+    async def subscribe(self, subscriber: Subscriber) -> None:
+        """Tell `subscriber` the id of every write accepted anywhere (announced by `put`), until
+        cancelled, re-establishing the subscription whenever it drops. A backend that announces
+        nothing returns at once: cached entries then live out their TTL."""
         ...
 
     async def ping(self) -> None:

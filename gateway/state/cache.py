@@ -17,10 +17,10 @@ from typing import Final
 from cachetools import TTLCache
 
 from gateway.models import AssetRecord
-from gateway.state.base import AssetStore, WriteResult
+from gateway.state.base import AssetStore, Subscriber, WriteResult
 
 
-class _Missing:
+class Missing:
     """Marker for "the store has no record for this id", distinct from "not cached"."""
 
     __slots__ = ()
@@ -29,10 +29,10 @@ class _Missing:
         return "MISSING"
 
 
-MISSING: Final = _Missing()
+MISSING: Final = Missing()
 
 
-class _NotCached:
+class NotCached:
     """Marker returned by `peek` for "nothing cached for this id (or it has expired)"."""
 
     __slots__ = ()
@@ -41,7 +41,7 @@ class _NotCached:
         return "NOT_CACHED"
 
 
-NOT_CACHED: Final = _NotCached()
+NOT_CACHED: Final = NotCached()
 
 
 class _Flight:
@@ -73,9 +73,9 @@ class CachedAssetStore:
         size: int,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.store = store
+        self._store = store
         self.enabled = ttl > 0 and size > 0
-        self._cache: TTLCache[str, AssetRecord | _Missing] = TTLCache(
+        self._cache: TTLCache[str, AssetRecord | Missing] = TTLCache(
             maxsize=max(size, 1), ttl=max(ttl, 0.0), timer=clock
         )
         self._flights: dict[str, _Flight] = {}
@@ -88,14 +88,14 @@ class CachedAssetStore:
     async def get(self, asset_id: str) -> AssetRecord | None:
         if not self.enabled:
             self.misses += 1
-            return await self.store.get(asset_id)
+            return await self._store.get(asset_id)
         try:
             cached = self._cache[asset_id]
         except KeyError:
             pass
         else:
             self.hits += 1
-            return None if isinstance(cached, _Missing) else cached
+            return None if isinstance(cached, Missing) else cached
         self.misses += 1
         flight = self._flights.get(asset_id)
         if flight is None:
@@ -106,7 +106,21 @@ class CachedAssetStore:
         # shield: one waiter giving up (a client disconnecting) must not cancel the shared read.
         return await asyncio.shield(flight.task)
 
-    def peek(self, asset_id: str) -> AssetRecord | _Missing | _NotCached:
+    async def get_uncached(self, asset_id: str) -> AssetRecord | None:
+        """The stored record, read from the backend whatever this cache holds (the admin API answers
+        and merges from the store itself, never from a copy that may be stale)."""
+        return await self._store.get(asset_id)
+
+    def count_hit(self) -> None:
+        """Count a lookup answered without calling `get` (a reused finished answer) as the hit
+        the full evaluation's `get` would have been, so the cache metrics stay comparable."""
+        self.hits += 1
+
+    async def subscribe(self, subscriber: Subscriber) -> None:
+        """The backend's invalidations (gateway.state.base.AssetStore.subscribe)."""
+        await self._store.subscribe(subscriber)
+
+    def peek(self, asset_id: str) -> AssetRecord | Missing | NotCached:
         """The cached value for `asset_id` (a record, or MISSING for a cached absence), or
         NOT_CACHED: no backend read, no hit or miss counted, an expired entry is NOT_CACHED.
         The answer cache (gateway.http.answers) uses it to check that the record an answer was
@@ -120,7 +134,7 @@ class CachedAssetStore:
 
     async def _load(self, asset_id: str, flight: _Flight) -> AssetRecord | None:
         try:
-            record = await self.store.get(asset_id)
+            record = await self._store.get(asset_id)
         finally:
             if self._flights.get(asset_id) is flight:
                 del self._flights[asset_id]
@@ -132,7 +146,7 @@ class CachedAssetStore:
         self, record: AssetRecord, *, base_version: int | None = None, force: bool = False
     ) -> WriteResult:
         try:
-            return await self.store.put(record, base_version=base_version, force=force)
+            return await self._store.put(record, base_version=base_version, force=force)
         finally:
             # Also on failure: a timed-out write may still have been applied.
             self.invalidate(record.id)
@@ -152,8 +166,8 @@ class CachedAssetStore:
         self._flights.clear()
 
     async def ping(self) -> None:
-        await self.store.ping()
+        await self._store.ping()
 
     async def close(self) -> None:
         self.clear()
-        await self.store.close()
+        await self._store.close()

@@ -14,7 +14,7 @@ from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError, RedisClusterException, RedisError
 
 from gateway.redaction import redact_url, scrub
-from gateway.settings import ConfigError
+from gateway.settings import STATE_URL_SCHEMES, ConfigError
 from gateway.state.base import BulkAssetStore
 from gateway.state.memory import MemoryAssetStore
 from gateway.state.redis import RedisAssetStore, RedisClient
@@ -28,8 +28,6 @@ SOCKET_TIMEOUT = 1.0
 HEALTH_CHECK_INTERVAL = 10
 RETRIES = 2
 SENTINEL_PORT = 26379
-
-SCHEMES = ("memory", "redis", "rediss", "unix", "redis+sentinel", "redis+cluster", "rediss+cluster")
 
 
 def connection_options() -> dict[str, Any]:
@@ -76,7 +74,7 @@ def _open(url: str, purge: bool) -> BulkAssetStore:
         plain, seeds = _cluster_seeds(scheme.removesuffix("+cluster") + url[len(scheme) :])
         client = RedisCluster.from_url(plain, startup_nodes=seeds, **connection_options())
         return RedisAssetStore(client, purge=purge)
-    raise ValueError(f"state url must start with one of {', '.join(s + '://' for s in SCHEMES)}")
+    raise ValueError(f"state url must start with one of {', '.join(s + '://' for s in STATE_URL_SCHEMES)}")
 
 
 def _sentinel_master(url: str) -> tuple[Sentinel, RedisClient]:

@@ -4,12 +4,13 @@ in-process listeners, the equivalent of Redis pub/sub for one process (gateway.s
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 
 from gateway.cdn.plan import plan_purge
 from gateway.cdn.queue import MemoryPurgeQueue
 from gateway.models import AssetRecord
-from gateway.state.base import StoreUnavailable, WriteResult
+from gateway.state.base import StoreUnavailable, Subscriber, WriteResult
 
 Listener = Callable[[str], None]
 
@@ -61,6 +62,15 @@ class MemoryAssetStore:
         for listener in tuple(self._listeners):
             listener(record.id)
         return WriteResult(applied=True, current_version=record.version, created=current is None)
+
+    async def subscribe(self, subscriber: Subscriber) -> None:
+        """One process holds the only copy of the state: a direct call replaces pub/sub."""
+        self.add_listener(subscriber.on_announced)
+        subscriber.on_subscribed(in_process=True)
+        try:
+            await asyncio.Event().wait()  # until cancelled
+        finally:
+            self.remove_listener(subscriber.on_announced)
 
     def add_listener(self, listener: Listener) -> None:
         """Call `listener(asset_id)` after every accepted write."""

@@ -8,47 +8,23 @@ import json
 import logging
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
-from typing import Any, Final, TypeAlias
+from typing import Any, Final
 
 from redis.asyncio.cluster import RedisCluster
-from redis.exceptions import (  # type: ignore[attr-defined, unused-ignore]  # stubs lack OOM
-    ClusterError,
-    ConnectionError,
-    OutOfMemoryError,
-    ReadOnlyError,
-    RedisClusterException,
-    ResponseError,
-    TimeoutError,
-    TryAgainError,
-)
+from redis.exceptions import ResponseError
 
 from gateway.cdn.plan import Purge, PurgeKind, plan_purge, purge_paths
 from gateway.cdn.queue import PURGE_STREAM, entry_fields
 from gateway.cdn.tags import asset_key as tag_key
 from gateway.models import AssetRecord
 from gateway.records import STORED_MAX_VERSION, RecordInvalid, record_from_dict, record_to_dict
-from gateway.state.base import RecordUnreadable, StoreUnavailable, WriteResult
+from gateway.state.base import RecordUnreadable, StoreUnavailable, Subscriber, WriteResult
+from gateway.state.redis_client import INVALIDATION_CHANNEL, UNAVAILABLE, RedisClient
+from gateway.state.redis_pubsub import listen
+
+__all__ = ["INVALIDATION_CHANNEL", "UNAVAILABLE", "RedisAssetStore", "RedisClient", "asset_key"]
 
 log = logging.getLogger(__name__)
-
-# redis.asyncio.Redis (single node or Sentinel master) or redis.asyncio.cluster.RedisCluster.
-# Any, not that union: redis-py ships its own types, but where the obsolete types-redis stubs are
-# installed they win and disagree with them (no `aclose`, a RedisCluster without `hget`), and no
-# annotation passes `mypy --strict` under both. The tests exercise every call against real servers.
-RedisClient: TypeAlias = Any
-
-# Errors that mean "Redis cannot serve right now" (down, failing over, cluster resharding, out of
-# memory). Anything else is a bug or bad data and should surface as such, not as a 503.
-UNAVAILABLE: Final = (
-    ConnectionError,  # includes BusyLoadingError, MaxConnectionsError, MasterNotFoundError
-    TimeoutError,
-    ReadOnlyError,  # a write reached a replica mid-failover
-    ClusterError,  # includes ClusterDownError, MasterDownError
-    RedisClusterException,  # e.g. SlotNotCoveredError
-    TryAgainError,
-    OutOfMemoryError,
-    OSError,
-)
 
 # One script for one record or a batch. Versions are compared as canonical decimal strings, not
 # Lua numbers: Lua's doubles lose precision above 2^53 and stored records may carry versions up to
@@ -138,8 +114,6 @@ end
 return replies
 """
 
-# Every accepted write publishes the asset id (never the record) here; see gateway.state.invalidation.
-INVALIDATION_CHANNEL: Final = "asset-gateway:invalidate"
 KEY_PATTERN: Final = "asset:*"
 CLUSTER_WRITE_CONCURRENCY: Final = 64  # Cluster pipelines refuse scripts: concurrent calls instead
 # Seconds one read or ping may take in all, retries and reconnects included: a hung
@@ -171,7 +145,7 @@ class RedisAssetStore:
     ) -> None:
         """`also_close`: helper clients the store owns, e.g. the Sentinel connections. `purge`:
         enqueue a CDN purge for every applied write that changes a live answer (gateway.cdn)."""
-        self.client = client  # public: invalidation (pub/sub) reuses this connection setup
+        self.client = client
         self._also_close = tuple(also_close)
         self.deadline = deadline
         self.purge = purge
@@ -367,6 +341,11 @@ class RedisAssetStore:
                 name = key.decode(errors="replace")
                 log.warning("skipping unreadable record under %r: %s", name, str(exc)[:200])
         return records
+
+    async def subscribe(self, subscriber: Subscriber) -> None:
+        """Every id the write script publishes, from any process, over pub/sub on this client's
+        connection setup (gateway.state.redis_pubsub)."""
+        await listen(self.client, subscriber)
 
     async def ping(self) -> None:
         try:

@@ -14,9 +14,8 @@ from typing import Any
 import pytest
 from aiohttp import ClientResponse, ClientSession, web
 
-from gateway.app import build_gateway, create_public_app
-from gateway.http.admin import create_admin_app
-from gateway.http.public import Gateway
+from gateway.app import build_gateway, create_admin_app, create_public_app
+from gateway.http.context import Gateway
 from gateway.http.runner import GatewayRunner
 from gateway.models import AssetRecord
 from gateway.presign import Presigner, credentials_from_chain

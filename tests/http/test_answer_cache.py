@@ -25,7 +25,8 @@ from multidict import CIMultiDict
 
 from gateway.app import build_gateway, create_public_app
 from gateway.http.answers import MAX_KEY_CHARS, AnswerCache, answer_key
-from gateway.http.public import GATEWAY, Gateway, handle_media
+from gateway.http.context import GATEWAY, Gateway
+from gateway.http.public import handle_media
 from gateway.models import AssetRecord
 from gateway.observability import ACCESS_LOGGER
 from gateway.policy.language import Policy

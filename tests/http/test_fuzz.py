@@ -42,7 +42,7 @@ async def fuzzed(redis_url: str, s3_server: S3Server, keys: Keys) -> AsyncIterat
             {"id": "away1", "filename": "w.pdf", "redirect_url": "https://www.example.org/x"},
             {"id": "unscanned1", "filename": "u.pdf", "state": "unscanned"},
         ]
-        store = running.gateway.store.store
+        store = running.gateway.store
         for fields in records:
             data = {"version": 1, "object_key": f"objects/{fields['id']}", "content_type": "application/pdf"}
             assert (await store.put(record_from_dict({**data, **fields}))).applied

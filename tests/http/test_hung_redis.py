@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator, Iterator
 import pytest
 from aiohttp import ClientSession, ClientTimeout, web
 
-from gateway.http.admin import create_admin_app
+from gateway.app import create_admin_app
 from gateway.http.runner import GatewayRunner
 from tests.http.conftest import Keys, RunningGateway, gateway_settings, start_gateway
 from tests.servers import RedisServer, S3Server, free_port, run_redis

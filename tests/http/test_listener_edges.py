@@ -15,8 +15,8 @@ from dataclasses import dataclass
 import pytest
 from aiohttp import web
 
-from gateway.http.admin import create_admin_app
-from gateway.http.public import Gateway
+from gateway.app import create_admin_app
+from gateway.http.context import Gateway
 from gateway.http.runner import GatewayRunner
 from gateway.observability import ACCESS_LOGGER
 from gateway.records import record_from_dict
@@ -251,7 +251,7 @@ async def test_pathological_cookie_headers_still_carry_the_session(
     """The CVE-2024-7592 header and 1,800 pairs, on a listener that admits headers that long: the
     session cookie after them is read and opens an access-limited file (correct and complete)."""
     async for running in listen_both(redis_url, s3_server, keys, {"max_header_size": 32768}, {}):
-        store = running.gateway.store.store
+        store = running.gateway.store
         record = {"id": "lim1", "version": 1, "object_key": "objects/lim1", "filename": "l.pdf",
                   "access_limited": {"users": ["u1"]}}  # fmt: skip
         assert (await store.put(record_from_dict(record))).applied

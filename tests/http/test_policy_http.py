@@ -22,7 +22,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 from aiohttp import ClientSession, web
 
-from gateway.http.admin import create_admin_app
+from gateway.app import create_admin_app
 from gateway.http.runner import GatewayRunner
 from gateway.observability import ACCESS_LOGGER
 from gateway.settings import Secret

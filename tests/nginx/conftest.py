@@ -22,7 +22,7 @@ import pytest_asyncio
 import redis
 from aiohttp import ClientResponse, ClientSession
 
-from gateway.http.public import Gateway
+from gateway.http.context import Gateway
 from gateway.records import record_from_dict
 from gateway.state.redis import RedisAssetStore
 from tests.http.conftest import LIVE, Keys, gateway_settings, start_gateway

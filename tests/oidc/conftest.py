@@ -18,7 +18,7 @@ from aiohttp import ClientResponse, ClientSession, CookieJar, TCPConnector, web
 from aiohttp.abc import AbstractResolver, ResolveResult
 
 from gateway.app import build_gateway, create_public_app
-from gateway.http.public import Gateway
+from gateway.http.context import Gateway
 from gateway.http.runner import GatewayRunner
 from gateway.presign import Presigner, credentials_from_chain
 from gateway.settings import HostsSettings, OidcSettings, Secret, Settings

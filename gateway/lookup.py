@@ -1,15 +1,36 @@
-"""Follow replacement chains (A replaced by B replaced by C) to the file a visitor should get.
-Publishers make mistakes, so a loop or a dangling id must end in a clear status, never a hang."""
+"""Step three of a request: an id → its record, then the record's replacement chain (A replaced by
+B replaced by C) to the file a visitor should get. Publishers make mistakes, so a loop or a dangling
+id must end in a clear status, never a hang. Reads go through whatever getter the caller has: the
+process's cached store, a store opened for one command, or a policy test case's records."""
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 
 from gateway.models import NO_REPLACEMENT, AssetRecord, Replacement, ReplacementStatus
 
 Getter = Callable[[str], Awaitable[AssetRecord | None]]
 
 MAX_DEPTH = 10
+
+
+@dataclass(frozen=True, slots=True)
+class Found:
+    """What the decision needs to know about the file: its record (None: no record) and where its
+    replacement chain ends."""
+
+    record: AssetRecord | None
+    replacement: Replacement = NO_REPLACEMENT
+
+
+async def look_up(get: Getter, asset_id: str) -> Found:
+    """The record for `asset_id` and its replacement chain. Raises what `get` raises
+    (StoreUnavailable, RecordUnreadable)."""
+    record = await get(asset_id)
+    if record is None or record.replacement_id is None:
+        return Found(record)
+    return Found(record, await resolve_replacement(get, record))
 
 
 async def resolve_replacement(get: Getter, record: AssetRecord, max_depth: int = MAX_DEPTH) -> Replacement:

@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
+from gateway.lookup import resolve_replacement
 from gateway.models import NO_REPLACEMENT, AssetRecord, ReplacementStatus
-from gateway.state.chain import resolve_replacement
 from gateway.state.memory import MemoryAssetStore
 
 pytestmark = pytest.mark.asyncio
