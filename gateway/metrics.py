@@ -22,6 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from gateway.policy.reload import CurrentPolicy
+
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 # Decisions take tens of microseconds warm and milliseconds when Redis is read; the upper buckets
@@ -471,13 +473,11 @@ def _histogram(buckets: tuple[float, ...]) -> Histogram:
     return Histogram(buckets, [0] * (len(buckets) + 1))
 
 
-def policy_state(current: object) -> PolicyState:
-    """Read from a CurrentPolicy without depending on attributes a given release may lack."""
-    policy = getattr(current, "policy", None)
-    revision = str(getattr(policy, "revision", "") or "unknown")
-    failures = getattr(current, "reload_failures", 0)
-    failing = bool(getattr(current, "last_error", None))
-    return PolicyState(revision, failures if isinstance(failures, int) else 0, failing)
+def policy_state(current: CurrentPolicy) -> PolicyState:
+    """What a scrape reports of the serving policy."""
+    return PolicyState(
+        current.policy.revision or "unknown", current.reload_failures, bool(current.last_error)
+    )
 
 
 class _Writer:
@@ -519,10 +519,3 @@ def _escape_label(text: str) -> str:
 
 def _escape_help(text: str) -> str:
     return text.replace("\\", "\\\\").replace("\n", "\\n")
-
-
-def merge_all(parts: Iterable[Counts]) -> Counts:
-    total = Counts()
-    for part in parts:
-        total.merge(part)
-    return total

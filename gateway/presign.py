@@ -146,11 +146,6 @@ class Presigner:
         self._signers: dict[int, _QueryAuth] = {}
         self._shared: LRUCache[tuple[str, str, str, str, str, int], SignedUrl] = LRUCache(max(shared_urls, 1))
 
-    @property
-    def default_expires(self) -> int:
-        """The configured `s3.presign_ttl`, so callers can keep Cache-Control within it."""
-        return self._ttl
-
     def presign(
         self,
         *,

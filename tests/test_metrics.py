@@ -35,6 +35,8 @@ from gateway.metrics import (
     policy_state,
     render,
 )
+from gateway.policy.language import Problem
+from gateway.policy.reload import CurrentPolicy
 from tests.http.conftest import LIVE, Keys, gateway_settings, start_gateway
 from tests.http.conftest import keys as keys  # fixtures, re-exported for this module
 from tests.http.conftest import user_key_pair as user_key_pair
@@ -201,14 +203,12 @@ class _Listener:
 
 
 def test_policy_state_reads_what_the_current_policy_has() -> None:
-    class Bare:
-        policy = type("P", (), {"revision": "abc"})()
-
-    class WithReloads(Bare):
-        reload_failures = 4
-
-    assert policy_state(Bare()) == PolicyState("abc", 0)
-    assert policy_state(WithReloads()) == PolicyState("abc", 4)
+    current = CurrentPolicy(Path(__file__).resolve().parents[1] / "policies")
+    assert policy_state(current) == PolicyState(current.policy.revision, 0)
+    current.reload_failures = 4
+    assert policy_state(current) == PolicyState(current.policy.revision, 4)
+    current.last_error = [Problem("default.yaml", 3, "bad")]  # a failed reload: the old revision serves
+    assert policy_state(current) == PolicyState(current.policy.revision, 4, failing=True)
 
 
 # ---- over HTTP: a real gateway (public + admin listeners) over real Redis
