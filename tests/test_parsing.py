@@ -3,11 +3,13 @@ the edge cases, Hypothesis for "nothing but NotAnAsset/MethodNotAllowed ever esc
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Mapping
 from urllib.parse import parse_qsl, quote
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from multidict import CIMultiDict
 
 from gateway.models import HostKind
 from gateway.parsing import (
@@ -205,6 +207,69 @@ def test_forwarded_headers_ignored_from_others(peer: str | None) -> None:
     assert request.host_kind is HostKind.OTHER
     assert request.host == "gateway.internal:8080"
     assert (origin.hostname, origin.port) == ("gateway.internal", 8080)
+
+
+class RecordingHeaders(Mapping[str, str]):
+    """Request headers that remember every name asked for, however it is asked."""
+
+    def __init__(self, headers: dict[str, str]) -> None:
+        self._headers = CIMultiDict(headers)
+        self.asked: set[str] = set()
+        self.listed = False
+
+    def __getitem__(self, name: str) -> str:
+        self.asked.add(name.lower())
+        return self._headers[name]
+
+    def __contains__(self, name: object) -> bool:
+        self.asked.add(str(name).lower())
+        return name in self._headers
+
+    def __iter__(self) -> Iterator[str]:
+        self.listed = True
+        return iter(self._headers)
+
+    def __len__(self) -> int:
+        self.listed = True
+        return len(self._headers)
+
+
+# Every header a browser or proxy could carry a token or a hint in, and the ones the parser reads.
+EVERY_HEADER = {
+    "Host": "assets.example.org",
+    "If-None-Match": '"v1"',
+    "Authorization": "Bearer header-token",
+    "Cookie": "gateway_session=session-token; auth_bypass_token=preview-token; other=1",
+    "X-Forwarded-Proto": "https",
+    "X-Forwarded-Host": "draft-assets.example.org",
+    "X-Forwarded-For": "192.0.2.1",
+    "X-Api-Key": "k",
+    "X-Auth-Token": "t",
+    "Proxy-Authorization": "Basic eA==",
+    "Referer": "https://www.example.org/",
+    "User-Agent": "test",
+    "Accept": "*/*",
+}
+
+
+@pytest.mark.parametrize("peer", ["127.0.0.1", "10.1.2.3"])
+@pytest.mark.parametrize("query", ["", "token=preview-in-query&a=1"])
+@pytest.mark.parametrize("left_out", [None, *EVERY_HEADER])
+def test_parse_reads_only_the_headers_the_answer_cache_keys_on(
+    peer: str, query: str, left_out: str | None
+) -> None:
+    """The answer cache keys on RequestParser.HEADERS (and PROXY_HEADERS from a trusted proxy):
+    a header read without being declared, a new token source say, fails here. Each header is also
+    left out once, so a source read only when another is absent is asked for too."""
+    headers = RecordingHeaders({k: v for k, v in EVERY_HEADER.items() if k != left_out})
+    _, tokens, _ = PARSER.parse("GET", PATH, query, headers, peer=peer)
+    if left_out is None:
+        assert tokens.user and tokens.preview_cookie  # the token sources were really read
+    declared = set(RequestParser.HEADERS)
+    if PARSER.is_trusted(peer):
+        declared |= set(RequestParser.PROXY_HEADERS)
+    assert headers.asked <= {name.lower() for name in declared}, headers.asked
+    assert not headers.listed  # reading every header would make any of them an input
 
 
 def test_forwarded_proto_other_than_http_is_ignored() -> None:

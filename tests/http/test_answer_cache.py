@@ -29,6 +29,7 @@ from gateway.http.context import GATEWAY, Gateway
 from gateway.http.public import handle_media
 from gateway.models import AssetRecord
 from gateway.observability import ACCESS_LOGGER
+from gateway.parsing import RequestParser
 from gateway.policy.language import Policy
 from gateway.policy.loading import load_policy
 from gateway.policy.reload import CurrentPolicy
@@ -542,7 +543,11 @@ def test_answer_key_holds_forwarded_headers_only_from_a_trusted_peer() -> None:
     assert untrusted != answer_key("GET", "/media/a/b", "q=1", headers, False, True)  # secure
     assert untrusted != answer_key("HEAD", "/media/a/b", "q=1", headers, False, False)
     assert untrusted != answer_key("GET", "/media/a/b", "q=2", headers, False, False)
-    for name in ("Host", "Cookie", "Authorization", "If-None-Match"):
+    for name in ("Host", "Cookie", "Authorization", "If-None-Match", *RequestParser.HEADERS):
         assert untrusted != answer_key("GET", "/media/a/b", "q=1", {**headers, name: "x"}, False, False)
+    for name in RequestParser.PROXY_HEADERS:  # what the parser reads from a trusted proxy only
+        changed = {**headers, name: "x"}
+        assert trusted != answer_key("GET", "/media/a/b", "q=1", changed, True, False)
+        assert untrusted == answer_key("GET", "/media/a/b", "q=1", changed, False, False)
     long = {"Authorization": "Bearer " + "x" * MAX_KEY_CHARS}
     assert answer_key("GET", "/media/a/b", "", long, False, False) is None
