@@ -25,7 +25,7 @@ from gateway.settings import load_settings
 from gateway.state.factory import open_store
 from gateway.tokens import TokenVerifier, new_rsa_pem_pair
 from tests.servers import free_port
-from tests.test_policy_cli import POLICIES, Run, gateway
+from tests.test_cli_policy import POLICIES, Run, gateway
 
 ROOT = Path(__file__).resolve().parents[1]
 PREVIEW_SECRET = "readme-preview-secret-0123456789abcdef"
