@@ -18,10 +18,6 @@ from gateway.policy.language import Policy
 from gateway.settings import Settings
 from gateway.tokens import Rejection, TokenVerifier
 
-_PROBLEMS = {
-    "not_found": "not an asset URL (expected /media/{id}/{filename}): 404",
-}
-
 
 @dataclass(frozen=True, slots=True)
 class Explanation:
@@ -93,9 +89,11 @@ async def explain_request(
         steps, policy, now, method, parts.path, parts.query, {"Host": host or parts.netloc},
         secure=parts.scheme == "https", trace=True, extra_tokens=tuple(tokens),
     )  # fmt: skip
-    if isinstance(result, Refused) and result.access is None:
-        problem = _PROBLEMS.get(result.outcome, f"method {method} is not allowed: 405")
+    if isinstance(result, Refused) and result.status == 404:
+        problem = "not an asset URL (expected /media/{id}/{filename}): 404"
         return Explanation(shown, problem, tokens=masked)
+    if isinstance(result, Refused) and result.status == 405:
+        return Explanation(shown, f"method {method} is not allowed: 405", tokens=masked)
     refused = tuple(
         line
         for token, masked_token in zip(tokens, masked, strict=True)
