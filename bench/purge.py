@@ -23,8 +23,7 @@ from pathlib import Path
 
 from aiohttp import ClientSession, web
 
-from gateway.app import build_gateway, create_public_app
-from gateway.http.admin import create_admin_app
+from gateway.app import build_gateway, create_admin_app, create_public_app
 from gateway.http.runner import GatewayRunner
 from gateway.metrics import Metrics
 from gateway.settings import (

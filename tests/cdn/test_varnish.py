@@ -17,10 +17,9 @@ import pytest
 import redis.asyncio
 from aiohttp import ClientSession, web
 
-from gateway.app import build_gateway, create_public_app
+from gateway.app import build_gateway, create_admin_app, create_public_app
 from gateway.cdn.queue import PURGE_GROUP, PURGE_STREAM
-from gateway.http.admin import create_admin_app
-from gateway.http.public import Gateway
+from gateway.http.context import Gateway
 from gateway.http.runner import GatewayRunner
 from gateway.settings import Secret
 from tests.http.conftest import LIVE, Keys, gateway_settings
