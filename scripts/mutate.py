@@ -56,7 +56,7 @@ GROUPS = {
         ("gateway/models.py",),
         ("tests/test_models.py", "tests/policy/test_evaluation.py", "tests/policy/test_default_policy.py"),
     ),
-    "admin_auth": Group(("gateway/http/admin.py",), ("tests/http/test_admin_api.py",)),
+    "admin_auth": Group(("gateway/http/admin.py",), ("tests/http/test_assets_api.py",)),
     "state_writes": Group(
         ("gateway/state/redis.py", "gateway/state/memory.py"),
         (
@@ -67,7 +67,7 @@ GROUPS = {
         ),
     ),
     "invalidation": Group(
-        ("gateway/state/invalidation.py", "gateway/state/cache.py"),
+        ("gateway/state/invalidation.py", "gateway/state/redis_pubsub.py", "gateway/state/cache.py"),
         ("tests/state/test_invalidation.py", "tests/state/test_cache.py", "tests/http/test_state_http.py"),
     ),
     "responses": Group(
