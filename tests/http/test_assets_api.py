@@ -16,8 +16,8 @@ import pytest
 import redis
 from aiohttp import ClientSession, web
 
-from gateway.app import build_gateway, create_public_app
-from gateway.http.admin import MAX_BODY_BYTES, create_admin_app
+from gateway.app import build_gateway, create_admin_app, create_public_app
+from gateway.http.admin import MAX_BODY_BYTES
 from gateway.http.assets_api import MERGE_ATTEMPTS, merge_patch
 from gateway.http.runner import GatewayRunner
 from gateway.models import AssetRecord
