@@ -15,7 +15,13 @@ from gateway.background import spawn, stop
 from gateway.cdn.adapters import Purger
 from gateway.cdn.service import purge_worker
 from gateway.http import admin_explain, assets_api, auth_request, health, metrics, oauth2
-from gateway.http.admin import MAX_BODY_BYTES, answer_every_request, our_server_header, require_admin_token
+from gateway.http.admin import (
+    MAX_BODY_BYTES,
+    answer_every_request,
+    our_server_header,
+    require_admin_token,
+    warn_without_token,
+)
 from gateway.http.answers import ANSWER_CACHE_SIZE, AnswerCache
 from gateway.http.context import GATEWAY, Gateway
 from gateway.http.public import handle_media
@@ -138,8 +144,7 @@ def create_admin_app(gateway: Gateway) -> web.Application:
     admin_explain.add_routes(app)
     assets_api.add_routes(app)
     app.cleanup_ctx.append(metrics.publish_snapshots)
-    if not gateway.settings.admin.token:
-        log.warning("admin.token is not set: every admin request except health and metrics gets 401")
+    warn_without_token(gateway.settings)
     return app
 
 

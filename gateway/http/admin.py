@@ -15,6 +15,7 @@ from aiohttp import web
 from gateway.http.context import GATEWAY
 from gateway.http.runner import NO_STORE, SERVER_HEADER
 from gateway.observability import client_fields, log_access, new_request_id
+from gateway.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -85,3 +86,9 @@ async def require_admin_token(request: web.Request, handler: Handler) -> web.Str
         response.headers["WWW-Authenticate"] = 'Bearer realm="asset-gateway admin"'
         return response
     return await handler(request)
+
+
+def warn_without_token(settings: Settings) -> None:
+    """Said once when the admin app is built: an unset token locks the API, it never opens it."""
+    if not settings.admin.token:
+        log.warning("admin.token is not set: every admin request except health and metrics gets 401")
