@@ -13,7 +13,8 @@ from redis.asyncio.cluster import RedisCluster
 from gateway.state.base import Subscriber
 from gateway.state.redis_client import INVALIDATION_CHANNEL, UNAVAILABLE, RedisClient
 
-log = logging.getLogger(__name__)
+# The receiving end's logger: these lines read as they did when the loop lived there.
+log = logging.getLogger("gateway.state.invalidation")
 
 
 class SubscriptionSilent(Exception):
