@@ -10,7 +10,7 @@ from urllib.parse import quote, urlencode
 
 from aiohttp import web
 
-from gateway.cdn.tags import answer_keys
+from gateway.cdn.tags import key_header_value
 from gateway.models import AccessRequest, Action, AssetRecord, Decision, HostKind, Identity
 from gateway.parsing import Origin, RawTokens
 from gateway.presign import Presigner, content_disposition, signing_window
@@ -68,7 +68,7 @@ class Responder:
         self._draft_host = settings.hosts.draft[0] if settings.hosts.draft else None
         self._preview_cookie = settings.tokens.preview_cookie
         self._preview_param = settings.tokens.preview_param
-        self._key_header = settings.cdn.key_header
+        self.key_header = settings.cdn.key_header
 
     def respond(
         self,
@@ -87,10 +87,9 @@ class Responder:
     def tag(self, response: web.StreamResponse, record: AssetRecord | None, decision: Decision) -> None:
         """DESIGN 2.9: what a shared cache may keep carries the keys a purge will name; nothing
         private or failed does (it is never stored, and its keys would say what exists)."""
-        if response.headers.get("Cache-Control", "").startswith("public"):
-            keys = answer_keys(record, decision)
-            if keys:
-                response.headers[self._key_header] = " ".join(keys)
+        keys = key_header_value(response.headers.get("Cache-Control", ""), record, decision)
+        if keys:
+            response.headers[self.key_header] = keys
 
     def _answer(
         self,
