@@ -53,6 +53,7 @@ class Expect:
     etag: str | None = None
     allow: str | None = None
     s3_refuses: bool = False  # the gateway allowed it, S3 has no such object (its 403 passes through)
+    cdn_keys: str | None = None  # DESIGN 2.9: Surrogate-Key on publicly cacheable answers only
 
 
 def denied(status: int) -> Expect:
@@ -74,6 +75,7 @@ def serves(record: dict[str, Any], *, private: bool) -> Expect:
         noindex=private,
         served=record,
         etag=record.get("etag"),
+        cdn_keys=None if private else f"asset-{record['id']}",
     )
 
 
@@ -162,7 +164,10 @@ CASES = [
             {"id": "rep2", "filename": "v2.pdf", "replacement_id": "rep3"},
             {"id": "rep3", "filename": "v3.pdf"},
         ),
-        expect=redirect(301, f"http://{LIVE}/media/rep3/v3.pdf", "public, max-age=1800"),
+        expect=replace(
+            redirect(301, f"http://{LIVE}/media/rep3/v3.pdf", "public, max-age=1800"),
+            cdn_keys="asset-rep1 asset-rep3",  # a purge of either end finds it
+        ),
     ),
     Case(
         "replacement_cycle_is_404",
@@ -338,7 +343,7 @@ CASES = [
         PUBLIC_PATH,
         (PUBLIC,),
         headers=lambda keys: {"If-None-Match": 'W/"x", "e-1"'},
-        expect=Expect(304, cache_control=PUBLIC_SERVE, etag='"e-1"'),
+        expect=Expect(304, cache_control=PUBLIC_SERVE, etag='"e-1"', cdn_keys="asset-pub1"),
     ),
     Case(
         "other_if_none_match_is_served",
@@ -517,6 +522,7 @@ def assert_as_expected(through: Through, case: Case, via: Answer) -> None:
     want = case.expect
     assert via.status == want.status, (case.name, via)
     assert via.header("location") == want.location
+    assert via.headers.get("surrogate-key", []) == ([want.cdn_keys] if want.cdn_keys else [])
     if want.s3_refuses:
         # accel: the gateway's own Cache-Control survives X-Accel-Redirect (core nginx cannot drop
         # it); nginx adds `private, no-store`, which forbids any cache to keep the error.
@@ -567,7 +573,8 @@ async def assert_same_answer(
         await assert_served(through, direct, via, method, location, etag)
         return
     assert via.status == direct.status, (direct, via)
-    for name in ("location", "cache-control", "etag", "x-robots-tag", "retry-after", "allow"):
+    carried = ("location", "cache-control", "etag", "x-robots-tag", "retry-after", "allow", "surrogate-key")
+    for name in carried:
         assert via.header(name) == direct.header(name), name
     assert ("set-cookie" in via.headers) == ("set-cookie" in direct.headers)
     if direct.status >= 400:
@@ -591,7 +598,7 @@ async def assert_served(
     assert via.body == s3_body
     if method == "GET":
         assert int(via.header("content-length") or -1) == len(s3_body)
-    for name in ("cache-control", "x-robots-tag"):
+    for name in ("cache-control", "x-robots-tag", "surrogate-key"):
         assert via.header(name) == direct.header(name), name
     assert via.header("etag") == etag  # the record's, not S3's (the redirect itself carries none)
     signed = parse_qs(urlsplit(location).query)
