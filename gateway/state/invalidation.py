@@ -13,6 +13,7 @@ from typing import Any, Final
 
 from redis.asyncio.cluster import RedisCluster
 
+from gateway.legacy import LEGACY_PREFIX
 from gateway.records import is_valid_asset_id
 from gateway.state.cache import CachedAssetStore
 from gateway.state.memory import MemoryAssetStore
@@ -154,13 +155,14 @@ class InvalidationListener:
         self._settled.set()
 
     def _invalidate(self, data: bytes | str) -> None:
-        asset_id = data.decode("utf-8", "replace") if isinstance(data, bytes) else data
-        if not is_valid_asset_id(asset_id):
+        name = data.decode("utf-8", "replace") if isinstance(data, bytes) else data
+        # An asset id, or a normalised legacy path a write moved (gateway.state.cache).
+        if not is_valid_asset_id(name) and not name.startswith(LEGACY_PREFIX):
             log.warning("ignoring an invalidation for a malformed asset id")
             return
         self.received += 1
         self.last_received = time.time()
-        self.cache.invalidate(asset_id)
+        self.cache.invalidate(name)
 
     def _lost(self, reason: str) -> None:
         self.subscribed.clear()
