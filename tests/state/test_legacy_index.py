@@ -44,7 +44,9 @@ async def test_a_live_path_is_refused_to_another_record(bulk_store: BulkAssetSto
     assert again.applied and again.legacy_holder is None
 
 
-async def test_a_deleted_records_path_answers_until_another_record_takes_it(bulk_store: BulkAssetStore) -> None:
+async def test_a_deleted_records_path_answers_until_another_record_takes_it(
+    bulk_store: BulkAssetStore,
+) -> None:
     await bulk_store.put(record("a1"))
     assert (await bulk_store.put(record("a1", 2, deleted=True))).applied
     held = await bulk_store.get_by_legacy_path(PATH)
