@@ -15,9 +15,10 @@ from gateway.cdn.adapters import Purger
 from gateway.cdn.service import purge_worker
 from gateway.http import auth_request, oauth2
 from gateway.http.answers import ANSWER_CACHE_SIZE, AnswerCache
-from gateway.http.public import GATEWAY, Gateway, handle_media
+from gateway.http.public import GATEWAY, Gateway, handle_legacy, handle_media
 from gateway.http.runner import LIMITS, SERVER_HEADER
 from gateway.jwks import RemoteKeySet
+from gateway.legacy import LEGACY_PREFIX
 from gateway.metrics import Metrics
 from gateway.oidc.relying_party import SignIn
 from gateway.oidc.revocation import RevokedSessions
@@ -111,6 +112,7 @@ def create_public_app(gateway: Gateway) -> web.Application:
         oauth2.add_routes(app)
     # Every path reaches our handler, even one with a newline in it (which `.*` would not match),
     # so every answer is ours: no-store, request id, access line.
+    app.router.add_route("*", LEGACY_PREFIX + r"{tail:[\s\S]*}", handle_legacy)
     app.router.add_route("*", r"/{tail:[\s\S]*}", handle_media)
 
     async def close_store(app: web.Application) -> AsyncIterator[None]:

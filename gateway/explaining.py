@@ -7,7 +7,7 @@ import hashlib
 import json
 import time
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 from urllib.parse import unquote_plus, urlsplit, urlunsplit
 
 from gateway.identify import identify
@@ -27,8 +27,8 @@ from gateway.policy.language import Policy
 from gateway.policy.loading import load_policy
 from gateway.settings import Settings, describe_settings
 from gateway.state.base import AssetStore, StoreUnavailable
-from gateway.state.chain import resolve_replacement
 from gateway.state.factory import open_store
+from gateway.state.lookup import RecordReader, look_up
 from gateway.tokens import Rejection, TokenVerifier
 
 
@@ -51,12 +51,6 @@ class Explanation:
     # Each given token that verified neither way: its mask and why, e.g.
     # "eyJhbGci…(a1b2c3): user token: wrong_issuer; preview token: unknown_kid".
     refused: tuple[str, ...] = ()
-
-
-class RecordReader(Protocol):
-    """All an explanation needs from a store (a running gateway passes its cached one)."""
-
-    async def get(self, asset_id: str) -> AssetRecord | None: ...
 
 
 def mask_token(token: str) -> str:
@@ -102,7 +96,12 @@ async def explain_url(
             method, parts.path, parts.query, headers, secure=parts.scheme == "https"
         )
     except NotAnAsset:
-        return Explanation(url, "not an asset URL (expected /media/{id}/{filename}): 404", tokens=masked)
+        return Explanation(
+            url,
+            "not an asset URL (expected /media/{id}/{filename}, or /government/uploads/... with a "
+            "file extension): 404",
+            tokens=masked,
+        )
     except MethodNotAllowed:
         return Explanation(url, f"method {method} is not allowed: 405", tokens=masked)
     # Each given token is tried as a user token and as a preview cookie: whichever verifies counts.
@@ -124,10 +123,7 @@ async def explain_url(
     if store is None:
         store = opened = open_store(settings.state.url.reveal())
     try:
-        record = await store.get(request.asset_id)
-        replacement = NO_REPLACEMENT
-        if record is not None and record.replacement_id is not None:
-            replacement = await resolve_replacement(store.get, record)
+        found = await look_up(store, request)
     except StoreUnavailable as exc:
         return Explanation(
             url, f"the state store is unreachable ({exc}): 503", request, identity, masked,
@@ -137,6 +133,7 @@ async def explain_url(
     finally:
         if opened is not None:
             await opened.close()
+    request, record, replacement = found.request, found.record, found.replacement
     decision, trace = explain(
         request, identity, record, policy, now,
         replacement=replacement, login_configured=bool(settings.login.url) or settings.oidc.enabled,

@@ -11,6 +11,7 @@ from urllib.parse import quote, urlencode
 from aiohttp import web
 
 from gateway.cdn.tags import key_header_value
+from gateway.legacy import placeholder_for
 from gateway.models import AccessRequest, Action, AssetRecord, Decision, HostKind, Identity
 from gateway.parsing import Origin, RawTokens
 from gateway.presign import Presigner, content_disposition, signing_window
@@ -24,6 +25,7 @@ ASSET_LOCATION = "X-Asset-Location"
 # Characters a URL may keep in a Link header; anything else (spaces, <, >, non-ASCII) is escaped.
 _URL_SAFE = ":/?#[]@!$&'()*+,;=%~"
 REPLACEMENT_CACHE = "public, max-age=1800"
+PLACEHOLDER_CACHE = "public, max-age=60"  # DESIGN 2.8: the file may be cleared any minute
 RETRY_AFTER_SECONDS = "5"
 _REASONS = {403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed", 410: "Gone",
             503: "Service Unavailable"}  # fmt: skip
@@ -69,6 +71,8 @@ class Responder:
         self._preview_cookie = settings.tokens.preview_cookie
         self._preview_param = settings.tokens.preview_param
         self.key_header = settings.cdn.key_header
+        self._placeholder = settings.legacy.placeholder
+        self._image_placeholder = settings.legacy.image_placeholder
 
     def respond(
         self,
@@ -128,6 +132,10 @@ class Responder:
         if action is Action.REDIRECT_TO_URL:
             assert record is not None and record.redirect_url is not None
             return _redirect(302, record.redirect_url, NO_STORE)
+        if action is Action.REDIRECT_TO_PLACEHOLDER:
+            target = placeholder_for(request.filename, self._placeholder, self._image_placeholder)
+            cache = NO_STORE if decision.private else PLACEHOLDER_CACHE
+            return _redirect(302, self._same_origin(origin, target), cache)
         if action is Action.LOGIN:
             return self._to_login(request, origin)
         if action is Action.PREVIEW_COOKIE:

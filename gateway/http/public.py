@@ -1,4 +1,5 @@
-"""The public listener: `GET|HEAD /media/{id}/{filename}`. Gathers inputs, runs
+"""The public listener: `GET|HEAD /media/{id}/{filename}` and the legacy `/government/uploads/...`
+URLs (DESIGN 2.8). Gathers inputs, runs
 parse → identify → lookup → decide → respond → log, and turns failures into bare statuses."""
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from gateway.cdn.worker import PurgeWorker
 from gateway.http.answers import AnswerCache, Key, answer_key
 from gateway.identify import identify, learn_user_keys
 from gateway.metrics import Metrics
-from gateway.models import NO_REPLACEMENT, AccessRequest, AssetRecord, Decision, Identity
+from gateway.models import AccessRequest, AssetRecord, Decision, Identity
 from gateway.observability import client_fields, log_access, new_request_id
 from gateway.oidc.relying_party import SignIn
 from gateway.parsing import MethodNotAllowed, NotAnAsset, Origin, RawTokens, RequestParser, is_trusted
@@ -27,8 +28,8 @@ from gateway.responses import Responder, error_response
 from gateway.settings import Settings
 from gateway.state.base import RecordUnreadable, StoreUnavailable
 from gateway.state.cache import CachedAssetStore
-from gateway.state.chain import resolve_replacement
 from gateway.state.invalidation import InvalidationListener
+from gateway.state.lookup import look_up
 from gateway.tokens import TokenVerifier
 
 log = logging.getLogger(__name__)
@@ -112,7 +113,7 @@ def _cached_answer(
     decision = entry.decision
     # The same line, field for field, as `answer` writes for a full evaluation.
     fields: dict[str, Any] = {
-        "request_id": rid, "method": method, "path": raw_path, "host": entry.host,
+        "request_id": rid, "method": method, "path": raw_path, "host": entry.host, "route": "media",
         "asset_id": entry.asset_id, "status": entry.status, "outcome": decision.action.value,
         "rule": decision.rule, "policy_revision": decision.revision,
     }  # fmt: skip
@@ -122,6 +123,13 @@ def _cached_answer(
         fields["preview"] = entry.preview
     _log_and_count(gateway, request, "media", fields, decision.rule, started)
     return key, response
+
+
+async def handle_legacy(request: web.Request) -> web.StreamResponse:
+    """A legacy Whitehall URL: the same pipeline, without the answer cache (its records are
+    cached by path in the record cache)."""
+    url = request.rel_url
+    return await answer(request, "legacy", request.method, url.raw_path, url.raw_query_string, render_direct)
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,7 +186,7 @@ async def answer(
     started = time.perf_counter()
     rid = request_id(request, gateway.settings)
     fields: dict[str, Any] = {"request_id": rid, "method": method, "path": raw_path}
-    if endpoint != "media":
+    if endpoint not in ("media", "legacy"):
         fields["endpoint"] = endpoint
     result: Evaluated | Refused
     try:
@@ -266,19 +274,14 @@ async def evaluate(
     except MethodNotAllowed:
         fields["outcome"] = "method_not_allowed"
         return Refused(405, "method_not_allowed")
-    fields.update(host=access.host, asset_id=access.asset_id)
+    fields.update(host=access.host, route=access.route)
 
     now = gateway.clock()
     identity = identify(tokens, gateway.verifier, now)
     if identity.user is None and tokens.user and await learn_user_keys(tokens.user, gateway.verifier):
         identity = identify(tokens, gateway.verifier, now)  # the IdP rotated its keys
-    store = gateway.store
-    record: AssetRecord | None
     try:
-        record = await store.get(access.asset_id)
-        replacement = NO_REPLACEMENT
-        if record is not None and record.replacement_id is not None:
-            replacement = await resolve_replacement(store.get, record)
+        found = await look_up(gateway.store, access)
     except RecordUnreadable:  # this id only; never served, never guessed
         fields["outcome"] = "record_unreadable"
         gateway.metrics.store_error()
@@ -288,9 +291,12 @@ async def evaluate(
         gateway.metrics.store_error()
         return Refused(503, "store_unavailable", identity)
 
+    access, record = found.request, found.record
+    if access.asset_id:
+        fields["asset_id"] = access.asset_id
     policy = gateway.policy.policy
     decision = decide(
         access, identity, record, policy, now,
-        replacement=replacement, login_configured=gateway.responder.login_configured,
+        replacement=found.replacement, login_configured=gateway.responder.login_configured,
     )  # fmt: skip
     return Evaluated(decision, access, origin, identity, tokens, record, now, policy)

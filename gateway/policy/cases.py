@@ -10,8 +10,8 @@ from urllib.parse import unquote
 
 import yaml
 
+from gateway.legacy import LEGACY_PREFIX, placeholder_for
 from gateway.models import (
-    NO_REPLACEMENT,
     AccessRequest,
     Action,
     AssetRecord,
@@ -21,10 +21,12 @@ from gateway.models import (
     PreviewIdentity,
     UserIdentity,
 )
+from gateway.parsing import NotAnAsset, split_legacy_path
 from gateway.policy.evaluation import DEFAULT_DENY, RuleTrace, explain
 from gateway.policy.language import Policy, PolicyError, Problem, line_of, node_value
 from gateway.records import RecordInvalid, record_from_dict
-from gateway.state.chain import resolve_replacement
+from gateway.settings import LegacySettings
+from gateway.state.lookup import look_up
 from gateway.urls import asset_path
 
 T = TypeVar("T")
@@ -122,15 +124,26 @@ def _complete(coroutine: Coroutine[Any, Any, T]) -> T:
     raise RuntimeError("a policy test case waited for I/O")
 
 
-async def run_case(policy: Policy, case: PolicyCase) -> CaseResult:
-    async def get(asset_id: str) -> AssetRecord | None:
-        return case.records.get(asset_id)
+class _CaseRecords:
+    """A case's records as a store: by id, and by legacy path (the live holder first)."""
 
-    record = case.records.get(case.request.asset_id)
-    replacement = NO_REPLACEMENT if record is None else await resolve_replacement(get, record)
+    def __init__(self, records: dict[str, AssetRecord]) -> None:
+        self._records = records
+
+    async def get(self, asset_id: str) -> AssetRecord | None:
+        return self._records.get(asset_id)
+
+    async def get_by_legacy_path(self, path: str) -> AssetRecord | None:
+        holders = [r for r in self._records.values() if r.legacy_url_path == path]
+        return min(holders, key=lambda r: r.deleted, default=None)
+
+
+async def run_case(policy: Policy, case: PolicyCase) -> CaseResult:
+    found = await look_up(_CaseRecords(case.records), case.request)
+    record = found.record
     decision, trace = explain(
-        case.request, case.identity, record, policy, CASE_NOW,
-        replacement=replacement, login_configured=case.login_configured,
+        found.request, case.identity, record, policy, CASE_NOW,
+        replacement=found.replacement, login_configured=case.login_configured,
     )  # fmt: skip
     got: dict[str, Any] = {
         "status": 304 if decision.not_modified else decision.status,
@@ -151,6 +164,9 @@ def _location(decision: Decision, record: AssetRecord | None, request: AccessReq
         return asset_path(record.id, record.filename)
     if decision.action is Action.REDIRECT_TO_URL:
         return record.redirect_url
+    if decision.action is Action.REDIRECT_TO_PLACEHOLDER:
+        defaults = LegacySettings()  # cases run without a configuration
+        return placeholder_for(request.filename, defaults.placeholder, defaults.image_placeholder)
     return None
 
 
@@ -188,9 +204,24 @@ def _parse_case(path: str, node: yaml.Node, rules: frozenset[str]) -> PolicyCase
     host = req.get("host", "live")
     if host not in ("live", "draft", "other"):
         raise _CaseError(line_of(fields["request"]), "request.host: expected live, draft or other")
-    parts = str(req.get("path", "")).split("/")
-    if len(parts) != 4 or parts[:2] != ["", "media"]:
-        raise _CaseError(line_of(fields["request"]), "request.path: expected /media/{id}/{filename}")
+    raw_path = str(req.get("path", ""))
+    legacy_path: str | None = None
+    if raw_path.startswith(LEGACY_PREFIX):
+        try:
+            legacy_path, filename = split_legacy_path(raw_path)
+        except NotAnAsset:
+            raise _CaseError(
+                line_of(fields["request"]), "request.path: expected a legacy path with a file extension"
+            ) from None
+        asset_id = ""
+    else:
+        parts = raw_path.split("/")
+        if len(parts) != 4 or parts[:2] != ["", "media"]:
+            raise _CaseError(
+                line_of(fields["request"]),
+                "request.path: expected /media/{id}/{filename} or /government/uploads/...",
+            )
+        asset_id, filename = parts[2], unquote(parts[3])
     method = req.get("method", "GET")
     if method not in ("GET", "HEAD"):
         raise _CaseError(line_of(fields["request"]), "request.method: expected GET or HEAD")
@@ -199,11 +230,13 @@ def _parse_case(path: str, node: yaml.Node, rules: frozenset[str]) -> PolicyCase
         scheme="https",
         host=f"{host}.policy-test",
         host_kind=HostKind(host),
-        asset_id=parts[2],
-        filename=unquote(parts[3]),
-        path=str(req["path"]),
+        asset_id=asset_id,
+        filename=filename,
+        path=raw_path,
         query=str(req.get("query", "")),
         if_none_match=req.get("if_none_match"),
+        route="media" if legacy_path is None else "legacy",
+        legacy_path=legacy_path,
     )
 
     user = preview = None

@@ -84,7 +84,14 @@ def _facts(
     return Facts(request, identity, record, replacement, login_configured)
 
 
-_NEEDS_RECORD = frozenset({Action.SERVE, Action.REDIRECT_TO_CURRENT_FILENAME, Action.REDIRECT_TO_URL})
+_NEEDS_RECORD = frozenset(
+    {
+        Action.SERVE,
+        Action.REDIRECT_TO_CURRENT_FILENAME,
+        Action.REDIRECT_TO_URL,
+        Action.REDIRECT_TO_PLACEHOLDER,
+    }
+)
 
 
 def _decision(rule: Rule, facts: Facts, revision: str) -> Decision:
@@ -118,6 +125,10 @@ def _decision(rule: Rule, facts: Facts, revision: str) -> Decision:
         )
     if outcome.action is Action.REDIRECT_TO_URL and (record is None or record.redirect_url is None):
         return Decision(Action.DENY, 404, rule.name, revision)
+    if outcome.action is Action.REDIRECT_TO_PLACEHOLDER:
+        # Public (a minute) only where the file itself would be: a shared cache must not answer a
+        # draft or restricted file's URL for everyone.
+        return Decision(outcome.action, outcome.status, rule.name, revision, private=restricted)
     return Decision(outcome.action, outcome.status, rule.name, revision, private=True)
 
 

@@ -195,6 +195,7 @@ _OUTCOME_STATUS = {
     Action.REDIRECT_TO_DRAFT_HOST: 302,
     Action.REDIRECT_TO_CURRENT_FILENAME: 302,
     Action.REDIRECT_TO_URL: 302,
+    Action.REDIRECT_TO_PLACEHOLDER: 302,
 }
 DENY_STATUSES = (403, 404, 410)
 SERVE_OPTIONS = ("disposition", "presign_ttl", "private")
