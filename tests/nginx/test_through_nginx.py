@@ -21,6 +21,7 @@ from urllib.parse import parse_qs, quote, urlsplit
 import pytest
 from aiohttp import ClientSession
 
+from gateway.legacy import LEGACY_PREFIX, normalise_legacy_path
 from tests.http.conftest import DRAFT, LIVE, LOGIN_URL, Keys
 from tests.nginx.conftest import Answer, Through, run_nginx
 from tests.servers import RedisServer, free_port
@@ -131,6 +132,107 @@ LIMITED_TO_ORG_A = {
 }
 MISSING_OBJECT = {"id": "nobody", "filename": "f.pdf", "body": None}
 RENAMED = {"id": "fn1", "filename": "new name.pdf", "filename_history": ["old.pdf"]}
+
+
+LEGACY_PATH = "/government/uploads/system/uploads/attachment_data/file/1/spring%20budget.pdf"
+LEGACY_PUBLIC = {
+    "id": "lg1",
+    "filename": "budget-2014.pdf",
+    "etag": '"s3-1"',
+    "legacy_etag": '"nfs-1"',
+    "last_modified": "2024-01-19T11:15:58Z",
+    "legacy_last_modified": "2014-03-19T10:00:00Z",
+    "legacy_url_path": "/government/uploads/system/uploads/attachment_data/file/1/spring budget.pdf",
+}
+
+
+def legacy(asset_id: str, name: str = "f.pdf", **fields: Any) -> dict[str, Any]:
+    return {"id": asset_id, "filename": "other-name.pdf", "legacy_url_path": f"/government/uploads/t/{name}",
+            **fields}  # fmt: skip
+
+
+# DESIGN 2.8: the rows a legacy URL answers, as its /media URL would plus the legacy rules.
+LEGACY_CASES = [
+    Case("legacy_public_is_served_with_legacy_validators", LEGACY_PATH, (LEGACY_PUBLIC,)),
+    Case("legacy_head_is_served", LEGACY_PATH, (LEGACY_PUBLIC,), method="HEAD"),
+    Case("legacy_other_spelling_is_served", LEGACY_PATH.replace("spring", "%73pring"), (LEGACY_PUBLIC,)),
+    Case("legacy_non_ascii_is_served", "/government/uploads/t/caf%C3%A9.pdf", (legacy("na1", "café.pdf"),)),
+    Case("legacy_missing_is_404", "/government/uploads/t/none.pdf"),
+    Case("legacy_missing_on_draft_host_goes_to_login", "/government/uploads/t/none.pdf", host=DRAFT),
+    Case("legacy_no_extension_is_404", "/government/uploads/t/README", (legacy("ne1", "README"),)),
+    Case("legacy_deleted_is_410", "/government/uploads/t/f.pdf", (legacy("ld1", deleted=True),)),
+    Case(
+        "legacy_replaced_redirects_to_the_media_url",
+        "/government/uploads/t/f.pdf",
+        (legacy("lr1", replacement_id="lr2"), {"id": "lr2", "filename": "v2.pdf"}),
+    ),
+    Case(
+        "legacy_draft_on_live_host_goes_to_draft_host",
+        "/government/uploads/t/f.pdf?x=1",
+        (legacy("lf1", draft=True),),
+    ),
+    Case(
+        "legacy_draft_host_anonymous_goes_to_login",
+        "/government/uploads/t/f.pdf",
+        (legacy("lf1", draft=True),),
+        host=DRAFT,
+    ),
+    Case(
+        "legacy_draft_host_user_is_served_privately",
+        "/government/uploads/t/f.pdf",
+        (legacy("lf1", draft=True),),
+        host=DRAFT,
+        headers=bearer("editor-1"),
+    ),
+    Case(
+        "legacy_draft_host_preview_cookie_is_served",
+        "/government/uploads/t/f.pdf",
+        (legacy("lf2", draft=True, auth_bypass_ids=["bp-1"]),),
+        host=DRAFT,
+        headers=preview_cookie("bp-1"),
+    ),
+    Case(
+        "legacy_limited_anonymous_is_404",
+        "/government/uploads/t/f.pdf",
+        (legacy("ll1", access_limited={"users": ["u1"]}),),
+    ),
+    Case(
+        "legacy_limited_listed_user_is_served_privately",
+        "/government/uploads/t/f.pdf",
+        (legacy("ll1", access_limited={"users": ["u1"]}),),
+        headers=bearer("u1"),
+    ),
+    Case(
+        "legacy_unscanned_goes_to_the_placeholder",
+        "/government/uploads/t/f.pdf",
+        (legacy("lu1", state="unscanned"),),
+    ),
+    Case(
+        "legacy_clean_image_goes_to_the_image_placeholder",
+        "/government/uploads/t/c.png",
+        (legacy("lc1", "c.png", state="clean"),),
+    ),
+    Case("legacy_infected_is_404", "/government/uploads/t/f.pdf", (legacy("li1", state="infected"),)),
+    Case(
+        "legacy_redirect_url_redirects",
+        "/government/uploads/t/f.pdf",
+        (legacy("lu2", redirect_url="https://www.example.org/new-home"),),
+    ),
+    Case(
+        "legacy_etag_is_304",
+        LEGACY_PATH,
+        (LEGACY_PUBLIC,),
+        headers=lambda keys: {"If-None-Match": '"nfs-1"'},
+    ),
+    Case(
+        "legacy_current_etag_is_not_304",
+        LEGACY_PATH,
+        (LEGACY_PUBLIC,),
+        headers=lambda keys: {"If-None-Match": '"s3-1"'},
+    ),
+    Case("legacy_unknown_host_is_404", LEGACY_PATH, (LEGACY_PUBLIC,), host="evil.test"),
+    Case("legacy_post_is_405", LEGACY_PATH, (LEGACY_PUBLIC,), method="POST"),
+]
 
 CASES = [
     # 1. no record
@@ -403,6 +505,30 @@ async def test_row_answers_as_the_contract_says(through: Through, keys: Keys, ca
     assert_nothing_leaked(through, via, headers)
 
 
+@pytest.mark.parametrize("case", LEGACY_CASES, ids=[case.name for case in LEGACY_CASES])
+async def test_legacy_row_answers_as_the_gateway_does_directly(
+    through: Through, keys: Keys, case: Case
+) -> None:
+    """DESIGN 2.8: every legacy row through nginx, in this mode, answers as the gateway does
+    directly (whose own answers tests/http/test_legacy_http.py checks against /media)."""
+    for record in case.records:
+        await through.put(**record)
+    headers = case.headers(keys)
+    direct = await through.direct(case.path, host=case.host, method=case.method, **headers)
+    via = await through.via_nginx(case.path, host=case.host, method=case.method, **headers)
+    await assert_same_answer(through, direct, via, case.method, served_etag(case))
+    assert_nothing_leaked(through, via, headers)
+
+
+async def test_legacy_validators_reach_the_browser(through: Through) -> None:
+    await through.put(**LEGACY_PUBLIC)
+    via = await through.via_nginx(LEGACY_PATH)
+    assert via.status == 200 and via.body == through.objects["lg1"]
+    assert via.header("etag") == '"nfs-1"'
+    assert via.header("last-modified") == "Wed, 19 Mar 2014 10:00:00 GMT"
+    assert "budget-2014.pdf" in (via.header("content-disposition") or "")
+
+
 async def test_preview_link_sets_the_cookie_and_strips_the_token(through: Through, keys: Keys) -> None:
     await through.put(**PREVIEWABLE)
     token = keys.preview_token("bp-1", ttl=120)
@@ -563,6 +689,19 @@ def disposition(filename: str) -> str:
     if filename.isascii():
         return f'inline; filename="{re.escape(filename)}"({extended})?'
     return f'inline; filename="[ -~]+"{extended}'
+
+
+def served_etag(case: Case) -> str | None:
+    """The ETag a served file carries: the record's, or on a legacy URL its legacy_etag if set."""
+    path = case.path.split("?", 1)[0]
+    if path.startswith(LEGACY_PREFIX):
+        wanted = normalise_legacy_path(path)
+        for record in case.records:
+            if record.get("legacy_url_path") and normalise_legacy_path(record["legacy_url_path"]) == wanted:
+                return record.get("legacy_etag", record.get("etag"))
+        return None
+    served = next((r for r in case.records if path.startswith(f"/media/{r['id']}/")), {})
+    return served.get("etag")
 
 
 async def assert_same_answer(
