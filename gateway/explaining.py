@@ -157,6 +157,8 @@ def format_explanation(report: Explanation) -> str:
         lines.append(f"tokens:      {', '.join(report.tokens)}")
     if report.request is not None:
         lines.append(f"host:        {report.request.host} ({report.request.host_kind.value})")
+        if report.request.legacy_path is not None:
+            lines.append(f"legacy path: {report.request.legacy_path} (route legacy: looked up by path)")
     if report.identity is not None:
         lines.append(f"identity:    {_identity(report.identity)}")
     for refusal in report.refused:
@@ -231,6 +233,8 @@ def explanation_json(report: Explanation) -> dict[str, Any]:
         "problem": report.problem,
         "tokens": list(report.tokens),
         "host": None if report.request is None else report.request.host_kind.value,
+        "route": None if report.request is None else report.request.route,
+        "legacy_path": None if report.request is None else report.request.legacy_path,
         "identity": None if identity is None else {
             "user": None if identity.user is None else {
                 "sub": identity.user.sub, "org": identity.user.org, "groups": sorted(identity.user.groups),
