@@ -14,9 +14,7 @@ from urllib.parse import quote
 import pytest
 
 from gateway.state.factory import open_store
-from tests.http import test_admin_api
-from tests.http.conftest import DRAFT, LIVE, Keys, RunningGateway
-from tests.http.test_admin_api import Admin, body
+from tests.http.conftest import DRAFT, LIVE, Admin, Keys, RunningGateway, body
 from tests.http.test_public import fetch_presigned
 from tests.waiting import until
 
@@ -24,7 +22,6 @@ pytestmark = pytest.mark.asyncio
 
 LEGACY = "/government/uploads/system/uploads/attachment_data/file/{n}/spring-budget.pdf"
 PLACEHOLDER = "/government/placeholder"
-admin = test_admin_api.admin  # the fixture: a gateway with its admin listener
 IMAGE_PLACEHOLDER = "/asset-manager/thumbnail-placeholder-image.png"
 
 
