@@ -275,6 +275,8 @@ async def evaluate(
         fields["outcome"] = "method_not_allowed"
         return Refused(405, "method_not_allowed")
     fields.update(host=access.host, route=access.route)
+    if access.asset_id:  # a legacy request learns its id from the lookup
+        fields["asset_id"] = access.asset_id
 
     now = gateway.clock()
     identity = identify(tokens, gateway.verifier, now)
