@@ -12,6 +12,7 @@ from typing import Any
 from urllib.parse import quote
 
 import pytest
+import redis
 
 from gateway.state.factory import open_store
 from tests.http.conftest import DRAFT, LIVE, Admin, Keys, RunningGateway, body
@@ -260,3 +261,23 @@ async def until_status(running: RunningGateway, path: str, status: int) -> None:
         return (await running.get(path)).status == status
 
     await until(answered, within=5.0, what=f"{path} answers {status}")
+
+
+@pytest.mark.parametrize("how", ["string", "not_json"])
+async def test_an_unreadable_record_behind_a_legacy_path_is_503_for_that_path_only(
+    running: RunningGateway, redis_url: str, how: str
+) -> None:
+    await put_legacy(running, 20, id="bad20")
+    await put_legacy(running, 21, id="ok21")
+    client = redis.Redis.from_url(redis_url)
+    if how == "string":
+        client.delete("asset:{bad20}")
+        client.set("asset:{bad20}", "garbage")
+    else:
+        client.hset("asset:{bad20}", "record", "not json")
+    client.close()
+    running.gateway.store.clear()
+    broken = await running.get(LEGACY.format(n=20))
+    assert (broken.status, broken.headers["Cache-Control"]) == (503, "private, no-store")
+    assert "Retry-After" in broken.headers and await broken.text() == "Service Unavailable\n"
+    assert (await running.get(LEGACY.format(n=21))).status == 302
