@@ -1,7 +1,7 @@
 """The legacy path index at scale (DESIGN 2.8): Redis memory and `asset import` rate for N records
 with legacy paths, against the same records without, and the extrapolation to 1.5 million.
 
-    python -m bench.legacy_index [--records 100000] [--json FILE]
+    python -m bench.legacy_index [--records 100000] [--rounds 3] [--json FILE]
 
 Each run uses a fresh redis-server on a free loopback port. The paths look like Whitehall's
 (`/government/uploads/system/uploads/attachment_data/file/<n>/<name>.pdf`, names of 10-40
@@ -82,10 +82,13 @@ async def import_into(url: str, source: Path) -> float:
     return summary.rate()
 
 
-def measure(records: int) -> Measured:
+def measure(records: int, rounds: int) -> Measured:
+    """`rounds` alternating imports of each kind: the best rate of each (the machine is shared, so
+    the best is the least disturbed), the memory of the last (it does not vary)."""
     results: dict[bool, tuple[int, float, int, float]] = {}
+    best: dict[bool, float] = {False: 0.0, True: 0.0}
     with tempfile.TemporaryDirectory(prefix="bench-legacy-") as tmp:
-        for legacy in (False, True):
+        for legacy in (False, True) * rounds:
             source = Path(tmp) / f"records-{legacy}.ndjson"
             source.write_text("\n".join(record_lines(records, legacy=legacy)) + "\n", encoding="utf-8")
             port = free_port()
@@ -98,20 +101,19 @@ def measure(records: int) -> Measured:
                 sample = keys[:: max(1, len(keys) // 1000)]
                 sizes = [client.memory_usage(key) or 0 for key in sample]
                 client.close()
+            best[legacy] = max(best[legacy], rate)
             results[legacy] = (used, rate, len(keys), sum(sizes) / len(sizes) if sizes else 0.0)
-    (used_without, rate_without, _, _), (used_with, rate_with, index_keys, key_bytes) = (
-        results[False],
-        results[True],
-    )
-    return Measured(records, used_without, used_with, index_keys, key_bytes, rate_without, rate_with)
+    (used_without, _, _, _), (used_with, _, index_keys, key_bytes) = results[False], results[True]
+    return Measured(records, used_without, used_with, index_keys, key_bytes, best[False], best[True])
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--records", type=int, default=100_000)
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
-    result = measure(args.records)
+    result = measure(args.records, args.rounds)
     scaled = result.extrapolated()
     print(f"records                          {result.records:>12,}")
     print(f"used_memory without paths        {result.used_memory_without / 2**20:>12.1f} MB")
