@@ -114,6 +114,7 @@ async def test_files_not_yet_cleared_send_legacy_urls_to_a_placeholder(
     await running.put(id="ph1", state=state, legacy_url_path=path)
     response = await running.get(path)
     assert answer(response) == (302, f"http://{LIVE}{target}", "public, max-age=60")
+    assert response.headers["Surrogate-Key"] == "asset-ph1"  # purged with the asset (DESIGN 2.9)
     assert (await running.get("/media/ph1/file.pdf")).status == 404  # /media keeps its own rule
 
 
