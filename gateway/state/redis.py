@@ -323,6 +323,7 @@ class RedisAssetStore:
         # Loaded up front rather than on the first NOSCRIPT: redis-py's Cluster client, retrying
         # many concurrent NOSCRIPT calls, loses connections and resends commands.
         self._script_loaded = False
+        self._loading = asyncio.Lock()
         self.reads = 0
         # Reads asked for in one event-loop turn, sent together (see `_read`).
         self._batch: dict[str, list[asyncio.Future[Any]]] | None = None
@@ -575,10 +576,15 @@ class RedisAssetStore:
         return outcomes
 
     async def _load_script(self) -> None:
-        if not self._script_loaded:
-            for script in (PUT_SCRIPT, LOOKUP_SCRIPT, INDEX_SCRIPT):
-                await self.client.script_load(script)  # on Cluster: every primary
-            self._script_loaded = True
+        if self._script_loaded:
+            return
+        # One load at a time: a batch on Cluster starts many writes at once, and concurrent
+        # SCRIPT LOADs to every primary break redis-py's Cluster connections.
+        async with self._loading:
+            if not self._script_loaded:
+                for script in (PUT_SCRIPT, LOOKUP_SCRIPT, INDEX_SCRIPT):
+                    await self.client.script_load(script)  # on Cluster: every primary
+                self._script_loaded = True
 
     async def _put_or_error(self, record: AssetRecord) -> WriteResult | StoreUnavailable:
         try:
