@@ -248,6 +248,8 @@ def _audit(request: web.Request, record: AssetRecord, result: WriteResult, *, fo
         outcome = "applied"
     elif result.unchanged:
         outcome = "unchanged"
+    elif result.legacy_holder is not None:
+        outcome = "legacy_path_taken"
     elif result.current_version >= record.version:
         outcome = "stale"
     else:
@@ -264,7 +266,7 @@ def _audit(request: web.Request, record: AssetRecord, result: WriteResult, *, fo
         "remote": request.remote,
     }
     if result.legacy_holder is not None:
-        entry["legacy_path_taken_by"] = result.legacy_holder
+        fields["legacy_path_taken_by"] = result.legacy_holder
     if forced:
         fields["forced"] = True
         log.warning("asset_write", extra={"fields": fields})
