@@ -24,9 +24,10 @@ from gateway.http.admin import (
 )
 from gateway.http.answers import ANSWER_CACHE_SIZE, AnswerCache
 from gateway.http.context import GATEWAY, Gateway
-from gateway.http.public import handle_media
+from gateway.http.public import handle_legacy, handle_media
 from gateway.http.runner import LIMITS, SERVER_HEADER
 from gateway.jwks import RemoteKeySet
+from gateway.legacy import LEGACY_PREFIX
 from gateway.metrics import Metrics
 from gateway.oidc.relying_party import SignIn
 from gateway.oidc.revocation import RevokedSessions
@@ -116,6 +117,7 @@ def create_public_app(gateway: Gateway) -> web.Application:
         oauth2.add_routes(app)
     # Every path reaches our handler, even one with a newline in it (which `.*` would not match),
     # so every answer is ours: no-store, request id, access line.
+    app.router.add_route("*", LEGACY_PREFIX + r"{tail:[\s\S]*}", handle_legacy)
     app.router.add_route("*", r"/{tail:[\s\S]*}", handle_media)
 
     async def close_store(app: web.Application) -> AsyncIterator[None]:

@@ -94,6 +94,10 @@ def explain_failure(status: int, answer: Any, asset_id: str) -> str:
         return f"refused: the store already holds version {answer.get('current_version')} (stale_version)"
     if status == 409 and error == "record_unreadable":
         return f"the stored value of {asset_id} is not a record: put the whole record to repair it"
+    if status == 409 and error == "legacy_path_taken":
+        return (
+            f"refused: asset {answer.get('asset_id')} already holds that legacy_url_path (legacy_path_taken)"
+        )
     if status == 409:
         return f"refused: {error} (current version {answer.get('current_version')}); try again"
     if status == 422:

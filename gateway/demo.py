@@ -68,6 +68,10 @@ class DemoFile:
     body: bytes | None  # None: no object in the bucket
 
 
+LEGACY_DEMO_PATH = "/government/uploads/system/uploads/attachment_data/file/123/spring-budget.pdf"
+LEGACY_DEMO_IMAGE = "/government/uploads/system/uploads/image_data/file/124/chart.png"
+
+
 def demo_files() -> list[DemoFile]:
     """One example of every case in DESIGN 2.6."""
 
@@ -106,6 +110,12 @@ def demo_files() -> list[DemoFile]:
             record("f0reca", "forecast.pdf", draft=True, access_limited=AccessList(groups=("finance",))),
             pdf("finance forecast (draft, finance only)"),
         ),
+        # Migrated Whitehall attachments (DESIGN 2.8), still linked by their old URLs.
+        DemoFile(
+            record("w1a7e1", "spring-budget.pdf", legacy_url_path=LEGACY_DEMO_PATH, legacy_etag='"nfs-123"'),
+            pdf("spring budget"),
+        ),
+        DemoFile(record("w1a7e2", "chart.png", state="clean", legacy_url_path=LEGACY_DEMO_IMAGE), None),
     ]
     return files
 
@@ -180,6 +190,11 @@ def demo_cases(tokens: DemoTokens, sign_in: bool = False) -> list[DemoCase]:
                  headers={"Authorization": f"Bearer {tokens.other_user}"}, expect_status=404, expect="404"),
         DemoCase("access-limited, finance user", "/media/a1c3e5/salaries.csv", headers=bearer,
                  expect="302 to S3, private"),
+        DemoCase("legacy Whitehall URL", LEGACY_DEMO_PATH, expect="302 to S3: the object /media/w1a7e1/spring-budget.pdf serves"),
+        DemoCase("legacy URL, unchanged", LEGACY_DEMO_PATH, headers={"If-None-Match": '"nfs-123"'},
+                 expect_status=304, expect="304: the legacy ETag from the old servers still validates"),
+        DemoCase("legacy URL, not yet cleared", LEGACY_DEMO_IMAGE,
+                 expect="302 to the image placeholder, cacheable 60 s"),
         DemoCase("forged token", "/media/a1c3e5/salaries.csv",
                  headers={"Authorization": "Bearer eyJhbGciOiJub25lIn0.eyJzdWIiOiJhZGEifQ."},
                  expect_status=404, expect="404: alg none is no token"),

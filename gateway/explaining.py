@@ -57,6 +57,8 @@ def format_explanation(report: Explanation) -> str:
         lines.append(f"tokens:      {', '.join(report.tokens)}")
     if report.request is not None:
         lines.append(f"host:        {report.request.host} ({report.request.host_kind.value})")
+        if report.request.legacy_path is not None:
+            lines.append(f"legacy path: {report.request.legacy_path} (route legacy: looked up by path)")
     if report.identity is not None:
         lines.append(f"identity:    {_identity(report.identity)}")
     for refusal in report.refused:

@@ -45,6 +45,8 @@ class RecordReader(Protocol):
 
     async def get(self, asset_id: str) -> AssetRecord | None: ...
 
+    async def get_by_legacy_path(self, path: str) -> AssetRecord | None: ...
+
 
 def mask_token(token: str) -> str:
     """Enough to tell two tokens apart, nothing to replay: the length and a short hash."""
@@ -84,13 +86,19 @@ async def explain_request(
     masked = tuple(mask_token(t) for t in tokens)
     shown = mask_url(url, settings.tokens.preview_param)
     login_configured = bool(settings.login.url) or settings.oidc.enabled
-    steps = Steps(RequestParser(settings), TokenVerifier(settings.tokens), store.get, login_configured)
+    steps = Steps(
+        RequestParser(settings), TokenVerifier(settings.tokens), store.get, store.get_by_legacy_path,
+        login_configured,
+    )  # fmt: skip
     result = await evaluate(
         steps, policy, now, method, parts.path, parts.query, {"Host": host or parts.netloc},
         secure=parts.scheme == "https", trace=True, extra_tokens=tuple(tokens),
     )  # fmt: skip
     if isinstance(result, Refused) and result.status == 404:
-        problem = "not an asset URL (expected /media/{id}/{filename}): 404"
+        problem = (
+            "not an asset URL (expected /media/{id}/{filename}, or /government/uploads/... with a "
+            "file extension): 404"
+        )
         return Explanation(shown, problem, tokens=masked)
     if isinstance(result, Refused) and result.status == 405:
         return Explanation(shown, f"method {method} is not allowed: 405", tokens=masked)
@@ -122,6 +130,8 @@ def explanation_json(report: Explanation) -> dict[str, Any]:
         "problem": report.problem,
         "tokens": list(report.tokens),
         "host": None if report.request is None else report.request.host_kind.value,
+        "route": None if report.request is None else report.request.route,
+        "legacy_path": None if report.request is None else report.request.legacy_path,
         "identity": None if identity is None else {
             "user": None if identity.user is None else {
                 "sub": identity.user.sub, "org": identity.user.org, "groups": sorted(identity.user.groups),

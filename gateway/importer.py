@@ -64,6 +64,7 @@ class ImportSummary:
 @dataclass
 class _Batch:
     records: list[AssetRecord] = field(default_factory=list)
+    lines: list[int] = field(default_factory=list)  # each record's line
     errors: list[str] = field(default_factory=list)  # "line N: problem" for each bad line
     end_line: int = 0  # the batch covers every line up to and including this one
     end_offset: int = 0
@@ -191,6 +192,7 @@ class Importer:
                     batch.errors.append(f"line {line}: {_problem(exc)}\n")
                 else:
                     batch.records.append(record)
+                    batch.lines.append(line)
             batch.end_line, batch.end_offset = line, offset
             if len(batch.records) + len(batch.errors) >= self.batch_size:
                 yield batch
@@ -208,13 +210,17 @@ class Importer:
             again = await self.store.put_many([batch.records[i] for i in retry])
             for i, outcome in zip(retry, again, strict=True):
                 outcomes[i] = outcome
-        for outcome in outcomes:
+        for line, outcome in zip(batch.lines, outcomes, strict=True):
             if isinstance(outcome, StoreUnavailable):
                 raise outcome
             if outcome.applied:
                 self.summary.written += 1
             elif outcome.unchanged:
                 self.summary.skipped += 1
+            elif outcome.legacy_holder is not None:  # a bad line like any other: listed, counted failed
+                batch.errors.append(
+                    f"line {line}: legacy_url_path: already held by asset {outcome.legacy_holder}\n"
+                )
             else:
                 self.summary.stale += 1
         if batch.errors:  # written only now, so a resumed run does not list a bad line twice

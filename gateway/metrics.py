@@ -63,7 +63,8 @@ FAMILIES: dict[str, tuple[str, str]] = {
     ),
     "asset_gateway_admin_writes_total": (
         "counter",
-        "Admin API writes, by result (applied, unchanged, stale, raced, store_unavailable).",
+        "Admin API writes, by result (applied, unchanged, stale, raced, legacy_path_taken, "
+        "store_unavailable).",
     ),
     "asset_gateway_invalidation_messages_total": (
         "counter",

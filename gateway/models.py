@@ -15,7 +15,8 @@ class HostKind(enum.Enum):
 
 @dataclass(frozen=True, slots=True)
 class AccessRequest:
-    """A parsed request for `/media/{asset_id}/{filename}`. `query` never contains the preview token."""
+    """A parsed request for `/media/{asset_id}/{filename}` or a legacy `/government/uploads/...`
+    path. `query` never contains the preview token."""
 
     method: str
     scheme: str
@@ -26,6 +27,9 @@ class AccessRequest:
     path: str  # the raw request path, percent-encoded as received
     query: str = ""  # the raw query string with the preview token parameter removed
     if_none_match: str | None = None
+    route: str = "media"  # or "legacy" (DESIGN 2.8)
+    # legacy route: the normalised path, the key of the index; `asset_id` is filled in by the lookup
+    legacy_path: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,6 +123,9 @@ class AssetRecord:
     etag: str | None = None
     last_modified: str | None = None
     size: int | None = None
+    legacy_url_path: str | None = None  # normalised (gateway.legacy); unique among live records
+    legacy_etag: str | None = None
+    legacy_last_modified: str | None = None
 
     @property
     def live(self) -> bool:
@@ -154,6 +161,7 @@ class Action(enum.Enum):
     REDIRECT_TO_DRAFT_HOST = "redirect_to_draft_host"
     REDIRECT_TO_CURRENT_FILENAME = "redirect_to_current_filename"
     REDIRECT_TO_URL = "redirect_to_url"
+    REDIRECT_TO_PLACEHOLDER = "redirect_to_placeholder"  # legacy files not yet cleared (DESIGN 2.8)
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,27 +10,45 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Final
 
-from gateway.models import Action, AssetRecord, Decision
+from gateway.legacy import placeholder_for
+from gateway.models import AccessRequest, Action, AssetRecord, Decision
+from gateway.settings import LegacySettings
 from gateway.urls import asset_path
 
-Target = Callable[[Decision, AssetRecord | None], str | None]
+# (decision, record, request, [legacy] settings) → the redirect's path or URL, or None.
+Target = Callable[[Decision, AssetRecord | None, AccessRequest, LegacySettings], str | None]
 
 
-def _no_target(decision: Decision, record: AssetRecord | None) -> str | None:
+def _no_target(
+    decision: Decision, record: AssetRecord | None, request: AccessRequest, legacy: LegacySettings
+) -> str | None:
     return None
 
 
-def _replacement_path(decision: Decision, record: AssetRecord | None) -> str | None:
+def _replacement_path(
+    decision: Decision, record: AssetRecord | None, request: AccessRequest, legacy: LegacySettings
+) -> str | None:
     final = decision.replacement
     return None if final is None else asset_path(final.id, final.filename)
 
 
-def _current_filename_path(decision: Decision, record: AssetRecord | None) -> str | None:
+def _current_filename_path(
+    decision: Decision, record: AssetRecord | None, request: AccessRequest, legacy: LegacySettings
+) -> str | None:
     return None if record is None else asset_path(record.id, record.filename)
 
 
-def _redirect_url(decision: Decision, record: AssetRecord | None) -> str | None:
+def _redirect_url(
+    decision: Decision, record: AssetRecord | None, request: AccessRequest, legacy: LegacySettings
+) -> str | None:
     return None if record is None else record.redirect_url
+
+
+def _placeholder_path(
+    decision: Decision, record: AssetRecord | None, request: AccessRequest, legacy: LegacySettings
+) -> str | None:
+    """DESIGN 2.8: images get the image placeholder, every other file the page."""
+    return placeholder_for(request.filename, legacy.placeholder, legacy.image_placeholder)
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,7 +60,7 @@ class OutcomeSpec:
     cacheable: bool  # its finished answer may be reused by gateway.http.answers
     renderer: str  # the gateway.responses.Responder method that turns it into HTTP
     # The path or URL it sends the browser to, as policy test cases state it (None: no redirect,
-    # or one built from the request and configuration, which a case cannot know).
+    # or one built from tokens and hosts, which a case cannot know).
     target: Target = _no_target
 
 
@@ -73,6 +91,15 @@ OUTCOMES: Final[Mapping[Action, OutcomeSpec]] = MappingProxyType(
         Action.REDIRECT_TO_URL: OutcomeSpec(
             302, needs_record=True, cacheable=True, renderer="to_url", target=_redirect_url
         ),
+        # Legacy files not yet cleared for serving (DESIGN 2.8). Only the legacy route decides it,
+        # and that route never uses the answer cache; not reused should it ever reach it.
+        Action.REDIRECT_TO_PLACEHOLDER: OutcomeSpec(
+            302,
+            needs_record=True,
+            cacheable=False,
+            renderer="to_placeholder",
+            target=_placeholder_path,
+        ),
     }
 )
 
@@ -85,6 +112,12 @@ def answer_status(decision: Decision, delivery: str) -> int:
     return decision.status
 
 
-def target(decision: Decision, record: AssetRecord | None) -> str | None:
-    """Where the decision sends the browser, as far as it follows from the decision and record."""
-    return OUTCOMES[decision.action].target(decision, record)
+def target(
+    decision: Decision,
+    record: AssetRecord | None,
+    request: AccessRequest,
+    legacy: LegacySettings | None = None,
+) -> str | None:
+    """Where the decision sends the browser, as far as it follows from the decision, the record,
+    the request and the [legacy] settings (their defaults when none are given: policy cases)."""
+    return OUTCOMES[decision.action].target(decision, record, request, legacy or LegacySettings())

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Final
 from urllib.parse import unquote, unquote_plus
 
+from gateway.legacy import LEGACY_PREFIX, NotALegacyPath, extension, file_name, normalise_legacy_path
 from gateway.models import AccessRequest, HostKind
 from gateway.records import ASSET_ID
 from gateway.settings import Network, Settings
@@ -24,7 +25,7 @@ _HOST = re.compile(r"(?P<name>[a-z0-9.-]+|\[[0-9a-f:.]+\])(?::(?P<port>[0-9]{1,5
 
 
 class NotAnAsset(Exception):
-    """The path is not `/media/{id}/{filename}`: 404."""
+    """The path is not `/media/{id}/{filename}` nor a legacy path with a file extension: 404."""
 
 
 class MethodNotAllowed(Exception):
@@ -96,6 +97,19 @@ def split_asset_path(path: str) -> tuple[str, str]:
     if "/" in filename or "\x00" in filename or size > MAX_FILENAME_BYTES:
         raise NotAnAsset
     return asset_id, filename
+
+
+def split_legacy_path(path: str) -> tuple[str, str]:
+    """`/government/uploads/...` (raw) → (normalised path, decoded file name); a path that does not
+    normalise or whose name has no file extension is not an asset (DESIGN 2.8)."""
+    try:
+        normalised = normalise_legacy_path(path)
+    except NotALegacyPath:
+        raise NotAnAsset from None
+    name = file_name(normalised)
+    if extension(name) is None:
+        raise NotAnAsset
+    return normalised, name
 
 
 class RequestParser:
@@ -172,7 +186,12 @@ class RequestParser:
         peer: str | None = None,
         secure: bool = False,
     ) -> tuple[AccessRequest, RawTokens, Origin]:
-        asset_id, filename = split_asset_path(path)
+        legacy_path = None
+        if path.startswith(LEGACY_PREFIX):
+            legacy_path, filename = split_legacy_path(path)
+            asset_id = ""  # the lookup finds it by the path
+        else:
+            asset_id, filename = split_asset_path(path)
         if method not in ("GET", "HEAD"):
             raise MethodNotAllowed
         origin = self.origin(headers, peer, secure)
@@ -187,6 +206,8 @@ class RequestParser:
             path=path,
             query=query,
             if_none_match=headers.get("If-None-Match"),
+            route="media" if legacy_path is None else "legacy",
+            legacy_path=legacy_path,
         )
         return request, self._tokens(headers, preview_query), origin
 

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from gateway.identify import identify, identify_trying, learn_user_keys
-from gateway.lookup import Found, Getter, look_up
+from gateway.lookup import Found, Getter, look_up_route
 from gateway.models import NO_REPLACEMENT, AccessRequest, AssetRecord, Decision, Identity, Replacement
 from gateway.parsing import MethodNotAllowed, NotAnAsset, Origin, RawTokens, RequestParser
 from gateway.policy.evaluation import RuleTrace, decide, explain
@@ -31,6 +31,7 @@ class Steps:
     parser: RequestParser
     verifier: TokenVerifier
     get: Getter  # the record reader: the process's cached store, or any other
+    get_by_legacy_path: Getter  # the same reader's legacy-path look-up (DESIGN 2.8)
     login_configured: bool
 
 
@@ -40,6 +41,7 @@ class Decided:
 
     decision: Decision
     found: Found
+    access: AccessRequest  # a legacy request with the id of the record found
     trace: tuple[RuleTrace, ...] = ()  # only when asked for
 
 
@@ -114,7 +116,8 @@ async def evaluate(
         try:
             decided = await decide_access(
                 access, identity, steps.get, policy, now,
-                login_configured=steps.login_configured, trace=trace,
+                get_by_legacy_path=steps.get_by_legacy_path, login_configured=steps.login_configured,
+                trace=trace,
             )  # fmt: skip
         except RecordUnreadable as exc:  # this id only; never served, never guessed
             return Refused(503, "record_unreadable", identity, access, str(exc))
@@ -124,7 +127,7 @@ async def evaluate(
         raise EvaluationFailed(access) from exc
     found = decided.found
     return Evaluated(
-        decided.decision, access, origin, identity, tokens, found.record, now, policy,
+        decided.decision, decided.access, origin, identity, tokens, found.record, now, policy,
         found.replacement, decided.trace,
     )  # fmt: skip
 
@@ -136,19 +139,21 @@ async def decide_access(
     policy: Policy,
     now: float,
     *,
+    get_by_legacy_path: Getter,
     login_configured: bool,
     trace: bool = False,
 ) -> Decided:
-    """Look up → decide, for a parsed request and a known asker. Raises StoreUnavailable."""
-    found = await look_up(get, access.asset_id)
+    """Look up (by the request's route) → decide, for a parsed request and a known asker. Raises
+    StoreUnavailable."""
+    access, found = await look_up_route(get, get_by_legacy_path, access)
     if trace:
         decision, rules = explain(
             access, identity, found.record, policy, now,
             replacement=found.replacement, login_configured=login_configured,
         )  # fmt: skip
-        return Decided(decision, found, tuple(rules))
+        return Decided(decision, found, access, tuple(rules))
     decision = decide(
         access, identity, found.record, policy, now,
         replacement=found.replacement, login_configured=login_configured,
     )  # fmt: skip
-    return Decided(decision, found)
+    return Decided(decision, found, access)

@@ -29,6 +29,7 @@ class MissingObject:
     object_key: str
     filename: str
     version: int
+    legacy_url_path: str | None = None  # the URL in the wild that fails, for migrated files
 
 
 @dataclass
@@ -61,7 +62,7 @@ class ReconcileReport:
 
 def _fields(missing: MissingObject) -> dict[str, Any]:
     return {"id": missing.id, "object_key": missing.object_key, "filename": missing.filename,
-            "version": missing.version}  # fmt: skip
+            "version": missing.version, "legacy_url_path": missing.legacy_url_path}  # fmt: skip
 
 
 def needs_object(record: AssetRecord) -> bool:
@@ -131,7 +132,7 @@ async def reconcile(
                 continue
             if needs_object(record):
                 missing[record.id] = MissingObject(
-                    record.id, record.object_key, record.filename, record.version
+                    record.id, record.object_key, record.filename, record.version, record.legacy_url_path
                 )
             else:
                 report.not_needed += 1
@@ -175,8 +176,13 @@ def format_report(report: ReconcileReport, limit: int = DEFAULT_LIMIT) -> str:
         section("Objects with no record", report.orphans, len(report.orphans))
     if report.missing:
         width = max(len(m.id) for m in report.missing)
-        rows = [f"{m.id:<{width}}  v{m.version}  {m.object_key}  ({m.filename})" for m in report.missing]
-        section("Records whose object is missing (id, version, object key, filename)", rows, len(rows))
+        rows = [
+            f"{m.id:<{width}}  v{m.version}  {m.object_key}  ({m.filename})"
+            + (f"  {m.legacy_url_path}" if m.legacy_url_path else "")
+            for m in report.missing
+        ]
+        title = "Records whose object is missing (id, version, object key, filename, legacy path)"
+        section(title, rows, len(rows))
     return "\n".join(lines)
 
 

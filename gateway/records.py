@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
+from gateway.legacy import MAX_LEGACY_PATH, NotALegacyPath, normalise_legacy_path
 from gateway.models import ASSET_STATES, AccessList, AssetRecord
 
 ASSET_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
@@ -25,7 +26,8 @@ STORED_MAX_VERSION = 2**63 - 1
 _FIELDS = (
     "id", "version", "object_key", "filename", "filename_history", "content_type", "state",
     "draft", "deleted", "redirect_url", "replacement_id", "access_limited", "auth_bypass_ids",
-    "parent_document_url", "etag", "last_modified", "size",
+    "parent_document_url", "etag", "last_modified", "size", "legacy_url_path", "legacy_etag",
+    "legacy_last_modified",
 )  # fmt: skip
 _KNOWN_FIELDS = frozenset(_FIELDS)
 _ACCESS_FIELDS = ("users", "organisations", "groups")
@@ -175,6 +177,14 @@ def record_from_dict(data: object, *, max_version: int = MAX_VERSION) -> AssetRe
     if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < 0):
         check.fail("size", "must be null or a non-negative integer")
 
+    legacy_path = check.string("legacy_url_path", limit=MAX_LEGACY_PATH)
+    if legacy_path is not None:
+        try:
+            legacy_path = normalise_legacy_path(legacy_path)
+        except NotALegacyPath as exc:
+            check.fail("legacy_url_path", str(exc))
+            legacy_path = None
+
     record = AssetRecord(
         id=str(asset_id),
         version=int(version),
@@ -193,6 +203,9 @@ def record_from_dict(data: object, *, max_version: int = MAX_VERSION) -> AssetRe
         etag=check.string("etag", limit=256),
         last_modified=check.string("last_modified", limit=64),
         size=size if isinstance(size, int) else None,
+        legacy_url_path=legacy_path,
+        legacy_etag=check.string("legacy_etag", limit=256),
+        legacy_last_modified=check.string("legacy_last_modified", limit=64),
     )
     if check.errors:
         raise RecordInvalid(check.errors)
@@ -223,4 +236,7 @@ def record_to_dict(record: AssetRecord) -> dict[str, Any]:
         "etag": record.etag,
         "last_modified": record.last_modified,
         "size": record.size,
+        "legacy_url_path": record.legacy_url_path,
+        "legacy_etag": record.legacy_etag,
+        "legacy_last_modified": record.legacy_last_modified,
     }

@@ -10,9 +10,9 @@ from urllib.parse import quote, urlencode
 
 from aiohttp import web
 
-from gateway.cdn.tags import answer_keys
+from gateway.cdn.tags import key_header_value
 from gateway.models import AccessRequest, Action, AssetRecord, Decision, HostKind, Identity
-from gateway.outcomes import OUTCOMES
+from gateway.outcomes import OUTCOMES, target
 from gateway.parsing import Origin, RawTokens
 from gateway.presign import REUSE_FRACTION, Presigner, content_disposition, signing_window
 from gateway.settings import Settings
@@ -25,6 +25,7 @@ ASSET_LOCATION = "X-Asset-Location"
 # Characters a URL may keep in a Link header; anything else (spaces, <, >, non-ASCII) is escaped.
 _URL_SAFE = ":/?#[]@!$&'()*+,;=%~"
 REPLACEMENT_CACHE = "public, max-age=1800"
+PLACEHOLDER_CACHE = "public, max-age=60"  # DESIGN 2.8: the file may be cleared any minute
 RETRY_AFTER_SECONDS = "5"
 _REASONS = {403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed", 410: "Gone",
             503: "Service Unavailable"}  # fmt: skip
@@ -66,7 +67,8 @@ class Responder:
         self._draft_host = settings.hosts.draft[0] if settings.hosts.draft else None
         self._preview_cookie = settings.tokens.preview_cookie
         self._preview_param = settings.tokens.preview_param
-        self._key_header = settings.cdn.key_header
+        self.key_header = settings.cdn.key_header
+        self._legacy = settings.legacy
         # Each outcome's renderer, as gateway.outcomes names it: a missing one fails at start.
         self._renderers: dict[Action, Renderer] = {
             action: getattr(self, spec.renderer) for action, spec in OUTCOMES.items()
@@ -89,10 +91,9 @@ class Responder:
     def tag(self, response: web.StreamResponse, record: AssetRecord | None, decision: Decision) -> None:
         """DESIGN 2.9: what a shared cache may keep carries the keys a purge will name; nothing
         private or failed does (it is never stored, and its keys would say what exists)."""
-        if response.headers.get("Cache-Control", "").startswith("public"):
-            keys = answer_keys(record, decision)
-            if keys:
-                response.headers[self._key_header] = " ".join(keys)
+        keys = key_header_value(response.headers.get("Cache-Control", ""), record, decision)
+        if keys:
+            response.headers[self.key_header] = keys
 
     def _answer(
         self,
@@ -176,6 +177,15 @@ class Responder:
     ) -> web.Response:  # fmt: skip
         assert record is not None and record.redirect_url is not None
         return _redirect(302, record.redirect_url, NO_STORE)
+
+    def to_placeholder(
+        self, decision: Decision, request: AccessRequest, origin: Origin, identity: Identity,
+        tokens: RawTokens, record: AssetRecord | None, now: float,
+    ) -> web.Response:  # fmt: skip
+        placeholder = target(decision, record, request, self._legacy)
+        assert placeholder is not None
+        cache = NO_STORE if decision.private else PLACEHOLDER_CACHE
+        return _redirect(302, self._same_origin(origin, placeholder), cache)
 
     def cache_control(self, decision: Decision, now: float) -> str:
         """The Cache-Control of a served file's answer at `now` (the answer cache recomputes it

@@ -175,6 +175,14 @@ class CdnSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class LegacySettings:
+    """Where legacy URLs of files not yet cleared for serving send the browser (DESIGN 2.8)."""
+
+    placeholder: str = "/government/placeholder"
+    image_placeholder: str = "/asset-manager/thumbnail-placeholder-image.png"
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     server: ServerSettings = field(default_factory=ServerSettings)
     admin: AdminSettings = field(default_factory=AdminSettings)
@@ -186,6 +194,7 @@ class Settings:
     login: LoginSettings = field(default_factory=LoginSettings)
     oidc: OidcSettings = field(default_factory=OidcSettings)
     cdn: CdnSettings = field(default_factory=CdnSettings)
+    legacy: LegacySettings = field(default_factory=LegacySettings)
     # "section.key" -> "default" | "file <path>" | "env GATEWAY_..."; for `asset-gateway config`
     sources: Mapping[str, str] = field(default_factory=dict, compare=False)
 
@@ -320,6 +329,14 @@ STATE_URL_SCHEMES: Final = (
     "redis+cluster",
     "rediss+cluster",
 )
+
+
+def _local_path(key: str, raw: object, environ: Mapping[str, str]) -> str:
+    """A path on the gateway's own hosts: redirects to it never leave the configured hosts."""
+    text = _string(key, raw, environ)
+    if not text.startswith("/") or text.startswith("//") or any(c in text for c in "\r\n\t ?#"):
+        raise ConfigError(f"{key}: expected a path starting with '/', got {text!r}")
+    return text
 
 
 def _state_url(key: str, raw: object, environ: Mapping[str, str]) -> Secret:
@@ -512,6 +529,7 @@ SCHEMA: dict[str, dict[str, Parser]] = {
         "distribution_id": _string,
         "key_header": _header_name,
     },
+    "legacy": {"placeholder": _local_path, "image_placeholder": _local_path},
 }
 
 _SECTION_TYPES: dict[str, type] = {
@@ -525,6 +543,7 @@ _SECTION_TYPES: dict[str, type] = {
     "login": LoginSettings,
     "oidc": OidcSettings,
     "cdn": CdnSettings,
+    "legacy": LegacySettings,
 }
 
 

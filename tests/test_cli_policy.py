@@ -317,6 +317,39 @@ def test_explain_against_redis_reads_the_record(redis_url: str) -> None:
     assert "decision:    serve → 302 (rule serve; public, inline, presign s3.presign_ttl)" in replaced.stdout
 
 
+def test_explain_a_legacy_url(redis_url: str) -> None:
+    async def store_records() -> None:
+        store = open_store(redis_url)
+        for record in (
+            {"id": "wh1", "version": 1, "object_key": "k1", "filename": "budget.pdf",
+             "legacy_url_path": "/government/uploads/file/1/spring budget.pdf", "state": "clean"},
+            {"id": "wh2", "version": 1, "object_key": "k2", "filename": "b.pdf",
+             "legacy_url_path": "/government/uploads/file/2/b.pdf"},
+        ):  # fmt: skip
+            assert (await store.put(record_from_dict(record))).applied
+        await store.close()
+
+    asyncio.run(store_records())
+    pending = gateway(
+        "explain",
+        "https://assets.test/government/uploads/file/1/spring%20budget.pdf",
+        GATEWAY_STATE_URL=redis_url,
+    )
+    assert pending.code == 0, pending.output
+    assert "legacy path: /government/uploads/file/1/spring%20budget.pdf (route legacy" in pending.stdout
+    assert "record:      wh1 v1 'budget.pdf' state=clean" in pending.stdout
+    assert "decision:    redirect_to_placeholder → 302 (rule legacy_not_yet_cleared)" in pending.stdout
+    served = gateway(
+        "explain", "https://assets.test/government/uploads/file/2/b.pdf", GATEWAY_STATE_URL=redis_url
+    )
+    assert "record:      wh2 v1 'b.pdf' state=uploaded" in served.stdout
+    assert "decision:    serve → 302 (rule serve; public" in served.stdout
+    missing = gateway(
+        "explain", "https://assets.test/government/uploads/file/3/README", GATEWAY_STATE_URL=redis_url
+    )
+    assert "not an asset URL" in missing.stdout
+
+
 def test_explain_with_the_store_down_exits_1_and_masks_its_password() -> None:
     url = f"redis://:hunter2-password@127.0.0.1:{free_port()}/0"
     run = gateway("explain", "https://assets.test/media/a1/x.pdf", GATEWAY_STATE_URL=url)

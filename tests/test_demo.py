@@ -11,7 +11,10 @@ from collections.abc import AsyncIterator
 import pytest
 
 from gateway.demo import Demo, build_demo, embedded_s3, start_demo_app, upload_demo_files
+from gateway.settings import LegacySettings
 from tests.servers import free_port
+
+IMAGE = LegacySettings().image_placeholder
 
 
 @pytest.fixture
@@ -54,3 +57,18 @@ async def test_following_the_public_file_downloads_its_bytes(demo: tuple[Demo, i
     )
     budget = next(f for f in built.files if f.record.id == "5a1b2c")
     assert result.stdout == budget.body
+
+
+async def test_the_legacy_link_downloads_the_migrated_file(demo: tuple[Demo, int]) -> None:
+    built, port = demo
+    case = next(c for c in built.cases if c.title == "legacy Whitehall URL")
+    line = case.curl(port, built.tokens).replace("curl -si", "curl -sL")
+    result = await asyncio.to_thread(
+        subprocess.run, ["bash", "-c", line], capture_output=True, timeout=20, check=True
+    )
+    migrated = next(f for f in built.files if f.record.id == "w1a7e1")
+    assert result.stdout == migrated.body
+    placeholder = next(c for c in built.cases if c.title == "legacy URL, not yet cleared")
+    env = {**os.environ, **built.tokens.shell_variables()}
+    status, location = await asyncio.to_thread(run_curl, placeholder.curl(port, built.tokens), env)
+    assert (status, location.rstrip()) == (302, f"{case.url(port).split('/government')[0]}{IMAGE}")

@@ -157,6 +157,38 @@ def test_bad_lines_go_to_the_errors_file_with_their_numbers(
     assert "written 0  skipped 2" in capsys.readouterr().out
 
 
+async def test_legacy_paths_are_imported_indexed_and_a_taken_one_is_a_listed_bad_line(
+    redis_url: str, tmp_path: Path
+) -> None:
+    source = tmp_path / "whitehall.ndjson"
+    lines = [
+        {"id": f"wh{n:04}", "version": 1, "object_key": f"uploads/{n}", "filename": f"f{n}.pdf",
+         "legacy_url_path": f"/government/uploads/system/uploads/attachment_data/file/{n}/f {n}.pdf"}
+        for n in range(1_200)
+    ]  # fmt: skip
+    lines[700] = {**lines[700], "legacy_url_path": lines[3]["legacy_url_path"]}  # wh0003 holds it
+    lines[1_100] = {**lines[1_100], "id": "wh0004", "version": 2,  # moves wh0004 to another path
+                    "legacy_url_path": "/government/uploads/moved/f4.pdf"}  # fmt: skip
+    source.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    store = open_store(redis_url)
+    # One batch in flight at a time: which of two lines claiming one path comes first is then the
+    # file's order (batches in flight together may reach Redis in either order).
+    summary = await Importer(source, store, batch_size=250, in_flight=1).run()
+    assert (summary.written, summary.failed) == (1_199, 1)
+    assert errors_path(source).read_text() == "line 701: legacy_url_path: already held by asset wh0003\n"
+    found = await store.get_by_legacy_path(
+        "/government/uploads/system/uploads/attachment_data/file/9/f%209.pdf"
+    )
+    assert found is not None and found.id == "wh0009"
+    moved_from = "/government/uploads/system/uploads/attachment_data/file/4/f%204.pdf"
+    assert await store.get_by_legacy_path(moved_from) is None
+    assert (await store.get_by_legacy_path("/government/uploads/moved/f4.pdf") or found).id == "wh0004"
+    again = await Importer(source, store, batch_size=250, in_flight=1).run()
+    # wh0004's first line is now older than its stored version: stale, as in any import.
+    assert (again.written, again.skipped, again.stale, again.failed) == (0, 1_198, 1, 1)
+    await store.close()
+
+
 def test_import_refuses_the_in_process_store(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     source = generate(tmp_path / "a.ndjson", 1)
     config = tmp_path / "gateway.toml"

@@ -1,4 +1,5 @@
-"""Replacement chains: each way a chain can end, and that a bad chain never loops."""
+"""Replacement chains: each way a chain can end, and that a bad chain never loops; the look-up by
+the request's route (an id on /media, a legacy path on /government/uploads/)."""
 
 from __future__ import annotations
 
@@ -6,8 +7,9 @@ from typing import Any
 
 import pytest
 
-from gateway.lookup import resolve_replacement
-from gateway.models import NO_REPLACEMENT, AssetRecord, ReplacementStatus
+from gateway.legacy import LEGACY_PREFIX
+from gateway.lookup import look_up_route, resolve_replacement
+from gateway.models import NO_REPLACEMENT, AccessRequest, AssetRecord, HostKind, ReplacementStatus
 from gateway.state.memory import MemoryAssetStore
 
 pytestmark = pytest.mark.asyncio
@@ -95,3 +97,36 @@ async def test_chain_longer_than_max_depth_is_broken() -> None:
     result = await resolve_replacement(store.get, start, max_depth=10)
     assert result.status is ReplacementStatus.BROKEN
     assert store.reads == 10
+
+
+def _request(asset_id: str, legacy_path: str | None = None) -> AccessRequest:
+    route = "media" if legacy_path is None else "legacy"
+    path = legacy_path or f"/media/{asset_id}/f.pdf"
+    return AccessRequest(
+        "GET", "https", "h", HostKind.LIVE, asset_id, "f.pdf", path, route=route, legacy_path=legacy_path
+    )
+
+
+async def test_the_media_route_looks_up_by_id_and_keeps_the_request() -> None:
+    store = store_of(record("a", legacy_url_path=f"{LEGACY_PREFIX}a.pdf", legacy_etag='"old"', etag='"new"'))
+    request = _request("a")
+    looked_up, found = await look_up_route(store.get, store.get_by_legacy_path, request)
+    assert looked_up is request
+    assert found.record is not None and found.record.etag == '"new"'
+
+
+async def test_the_legacy_route_looks_up_by_path_names_the_id_and_uses_the_legacy_validators() -> None:
+    path = f"{LEGACY_PREFIX}a.pdf"
+    store = store_of(record("a", "b", legacy_url_path=path, legacy_etag='"old"', etag='"new"'), record("b"))
+    looked_up, found = await look_up_route(store.get, store.get_by_legacy_path, _request("", path))
+    assert looked_up.asset_id == "a" and looked_up.legacy_path == path
+    assert found.record is not None and found.record.etag == '"old"'
+    assert found.replacement.status is ReplacementStatus.LIVE
+    assert found.replacement.final is not None and found.replacement.final.id == "b"
+
+
+async def test_an_unknown_legacy_path_finds_nothing() -> None:
+    store = store_of(record("a"))
+    request = _request("", f"{LEGACY_PREFIX}nothing.pdf")
+    looked_up, found = await look_up_route(store.get, store.get_by_legacy_path, request)
+    assert looked_up is request and found.record is None and found.replacement == NO_REPLACEMENT

@@ -9,6 +9,7 @@ import time
 
 import pytest
 
+from gateway.legacy import LEGACY_PREFIX
 from gateway.lookup import Getter
 from gateway.models import ANONYMOUS, AccessRequest, Action, AssetRecord, HostKind, ReplacementStatus
 from gateway.parsing import RequestParser
@@ -35,8 +36,14 @@ def record(asset_id: str, **fields: object) -> AssetRecord:
     return AssetRecord(id=asset_id, version=1, object_key=f"objects/{asset_id}", filename="f.pdf", **fields)
 
 
-def steps(get: Getter) -> Steps:
-    return Steps(RequestParser(SETTINGS), TokenVerifier(SETTINGS.tokens), get, login_configured=False)
+LEGACY_PATH = f"{LEGACY_PREFIX}system/uploads/attachment_data/file/1/plan.pdf"
+
+
+def steps(get: Getter, get_by_legacy_path: Getter | None = None) -> Steps:
+    by_path = STORE.get_by_legacy_path if get_by_legacy_path is None else get_by_legacy_path
+    return Steps(
+        RequestParser(SETTINGS), TokenVerifier(SETTINGS.tokens), get, by_path, login_configured=False
+    )
 
 
 STORE = MemoryAssetStore(
@@ -44,6 +51,9 @@ STORE = MemoryAssetStore(
         record("pub1"),
         record("draft1", draft=True, auth_bypass_ids=("bypass-1",)),
         record("old1", replacement_id="pub1"),
+        record("leg1", legacy_url_path=LEGACY_PATH, legacy_etag='"legacy-1"'),
+        record("legold", replacement_id="pub1", legacy_url_path=f"{LEGACY_PREFIX}file/old.pdf"),
+        record("legscan", state="unscanned", legacy_url_path=f"{LEGACY_PREFIX}file/map.png"),
     ]
 )
 
@@ -122,7 +132,43 @@ async def test_decide_access_starts_from_a_parsed_request_and_a_known_asker() ->
     """What policy test cases run: the same look-up and decision, no parsing or tokens."""
     access = AccessRequest("GET", "https", LIVE, HostKind.LIVE, "old1", "f.pdf", "/media/old1/f.pdf")
     decided = await decide_access(
-        access, ANONYMOUS, STORE.get, POLICY, NOW, login_configured=False, trace=True
-    )
+        access, ANONYMOUS, STORE.get, POLICY, NOW,
+        get_by_legacy_path=STORE.get_by_legacy_path, login_configured=False, trace=True,
+    )  # fmt: skip
     assert decided.found.record == record("old1", replacement_id="pub1")
     assert decided.decision.action is Action.REDIRECT_TO_REPLACEMENT and decided.trace
+
+
+async def test_a_legacy_path_is_looked_up_by_path_and_the_request_gains_the_records_id() -> None:
+    result = await run(LEGACY_PATH)
+    assert isinstance(result, Evaluated)
+    assert result.access.route == "legacy" and result.access.legacy_path == LEGACY_PATH
+    assert result.access.asset_id == "leg1"
+    assert result.record is not None and result.record.etag == '"legacy-1"'  # the legacy validators
+    assert result.decision.action is Action.SERVE
+
+
+async def test_a_legacy_path_follows_the_replacement_chain_by_id() -> None:
+    result = await run(f"{LEGACY_PREFIX}file/old.pdf")
+    assert isinstance(result, Evaluated) and result.access.asset_id == "legold"
+    assert result.decision.action is Action.REDIRECT_TO_REPLACEMENT
+    assert result.replacement.final is not None and result.replacement.final.id == "pub1"
+
+
+async def test_a_legacy_file_not_yet_cleared_gets_the_placeholder() -> None:
+    result = await run(f"{LEGACY_PREFIX}file/map.png")
+    assert isinstance(result, Evaluated) and result.decision.action is Action.REDIRECT_TO_PLACEHOLDER
+
+
+async def test_an_unknown_legacy_path_reads_no_record_by_id() -> None:
+    asked: list[str] = []
+
+    async def get(asset_id: str) -> AssetRecord | None:
+        asked.append(asset_id)
+        return await STORE.get(asset_id)
+
+    result = await evaluate(
+        steps(get), POLICY, NOW, "GET", f"{LEGACY_PREFIX}file/nothing.pdf", "", {"Host": LIVE}
+    )
+    assert isinstance(result, Evaluated) and result.record is None and result.access.asset_id == ""
+    assert result.decision.action is Action.DENY and asked == []

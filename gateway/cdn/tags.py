@@ -22,3 +22,12 @@ def answer_keys(record: AssetRecord | None, decision: Decision) -> tuple[str, ..
     if decision.replacement is not None:
         keys.append(asset_key(decision.replacement.id))
     return tuple(dict.fromkeys(keys))
+
+
+def key_header_value(cache_control: str, record: AssetRecord | None, decision: Decision) -> str:
+    """The key header's value for an answer with this Cache-Control: its keys when a shared cache
+    may keep it, else "" (a private or failed answer is never stored, and its keys would say what
+    exists). One rule for the direct answer and for the headers nginx copies."""
+    if not cache_control.startswith("public"):
+        return ""
+    return " ".join(answer_keys(record, decision))

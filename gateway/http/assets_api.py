@@ -86,6 +86,8 @@ async def put_asset(request: web.Request) -> web.Response:
     _audit(request, record, result, forced=forced)
     if result.unchanged:  # the same PUT again, e.g. a retry after a lost answer
         return _record_response(200, record)
+    if result.legacy_holder is not None:
+        return _legacy_path_taken(result.legacy_holder)
     if not result.applied:
         return _stale(result)
     return _record_response(201 if result.created else 200, record)
@@ -155,6 +157,8 @@ async def _read_modify_write(
         _audit(request, record, result)
         if result.applied or result.unchanged:
             return _record_response(200, record)
+        if result.legacy_holder is not None:
+            return _legacy_path_taken(result.legacy_holder)
         if result.current_version >= record.version:
             return _stale(result)
         # Another write landed in between: apply the change on top of that one instead.
@@ -206,6 +210,11 @@ def _invalid(errors: list[FieldError]) -> web.Response:
     return json_error(422, "invalid", details=[e.as_dict() for e in errors])
 
 
+def _legacy_path_taken(holder: str) -> web.Response:
+    """DESIGN 2.8: another record that is not deleted holds the legacy_url_path."""
+    return json_error(409, "legacy_path_taken", asset_id=holder)
+
+
 def _stale(result: WriteResult) -> web.Response:
     return json_error(409, "stale_version", current_version=result.current_version)
 
@@ -239,6 +248,8 @@ def _audit(request: web.Request, record: AssetRecord, result: WriteResult, *, fo
         outcome = "applied"
     elif result.unchanged:
         outcome = "unchanged"
+    elif result.legacy_holder is not None:
+        outcome = "legacy_path_taken"
     elif result.current_version >= record.version:
         outcome = "stale"
     else:
@@ -254,6 +265,8 @@ def _audit(request: web.Request, record: AssetRecord, result: WriteResult, *, fo
         "current_version": result.current_version,
         "remote": request.remote,
     }
+    if result.legacy_holder is not None:
+        fields["legacy_path_taken_by"] = result.legacy_holder
     if forced:
         fields["forced"] = True
         log.warning("asset_write", extra={"fields": fields})

@@ -8,6 +8,8 @@ carry. nginx understands only 2xx, 401 and 403 there (anything else becomes a 50
   `X-Asset-Status` (301, 302, 304, 404, 405, 410, 503...), and the direct answer's headers as
   `X-Asset-<Name>`, so a redirect's target is `X-Asset-Location`, a preview cookie `X-Asset-Set-Cookie`.
 
+A publicly cacheable answer's CDN keys travel as `X-Asset-<cdn.key_header>` (DESIGN 2.9), in both cases.
+
 `X-Asset-Location` always means "the Location of the direct answer": in redirect delivery a served
 file is a 302 to the presigned URL, which nginx fetches instead of redirecting to it.
 nginx/auth_request.conf.template turns these headers into the browser's answer.
@@ -22,6 +24,7 @@ import logging
 
 from aiohttp import web
 
+from gateway.cdn.tags import key_header_value
 from gateway.http.context import Gateway
 from gateway.http.public import answer, render_direct
 from gateway.models import Action, HostKind
@@ -60,14 +63,18 @@ def render_auth(gateway: Gateway, result: Evaluated | Refused) -> web.StreamResp
             response.headers[ASSET_STATUS] = "200"
             location = responder.presigned_url(decision, result.access, result.record, result.now)
             response.headers[ASSET_LOCATION] = location
-            for name, value in responder.served_headers(decision, result.record, result.now).items():
+            served = responder.served_headers(decision, result.record, result.now)
+            served_keys = key_header_value(served["Cache-Control"], result.record, decision)
+            if served_keys:
+                served[responder.key_header] = served_keys
+            for name, value in served.items():
                 response.headers[PREFIX + name] = value
             return response
     direct = render_direct(gateway, result)
     login = isinstance(result, Evaluated) and result.decision.action is Action.LOGIN and direct.status == 302
     response = web.Response(status=401 if login else 403)
     response.headers[ASSET_STATUS] = str(direct.status)
-    for name in _CARRIED:
+    for name in (*_CARRIED, gateway.responder.key_header):
         for value in direct.headers.getall(name, ()):
             response.headers.add(PREFIX + name, value)
     # aiohttp keeps cookies aside until the response is sent; carry them the way it would send them.

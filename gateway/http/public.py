@@ -1,6 +1,7 @@
-"""The public listener: `GET|HEAD /media/{id}/{filename}`. Gathers the request's inputs, runs the
-pipeline (gateway.pipeline), renders its result, then logs and counts the answer; failures become
-bare statuses. Warm requests may be answered from the answer cache (gateway.http.answers)."""
+"""The public listener: `GET|HEAD /media/{id}/{filename}` and the legacy `/government/uploads/...`
+URLs (DESIGN 2.8). Gathers the request's inputs, runs the pipeline (gateway.pipeline), renders its
+result, then logs and counts the answer; failures become bare statuses. Warm `/media` requests may
+be answered from the answer cache (gateway.http.answers)."""
 
 from __future__ import annotations
 
@@ -37,7 +38,11 @@ def request_id(request: web.Request, settings: Settings) -> str:
 
 def steps(gateway: Gateway) -> Steps:
     """The pipeline's collaborators in this process."""
-    return Steps(gateway.parser, gateway.verifier, gateway.store.get, gateway.responder.login_configured)
+    store = gateway.store
+    return Steps(
+        gateway.parser, gateway.verifier, store.get, store.get_by_legacy_path,
+        gateway.responder.login_configured,
+    )  # fmt: skip
 
 
 async def handle_media(request: web.Request) -> web.StreamResponse:
@@ -87,6 +92,13 @@ def _cached_answer(
     fields = access_fields(rid, "media", method, raw_path, entry.status, cached=entry)
     _log_and_count(gateway, request, "media", fields, entry.decision.rule, started)
     return key, response
+
+
+async def handle_legacy(request: web.Request) -> web.StreamResponse:
+    """A legacy Whitehall URL: the same pipeline, without the answer cache (its records are
+    cached by path in the record cache)."""
+    url = request.rel_url
+    return await answer(request, "legacy", request.method, url.raw_path, url.raw_query_string, render_direct)
 
 
 def render_direct(gateway: Gateway, result: Evaluated | Refused) -> web.StreamResponse:
@@ -170,17 +182,19 @@ def access_fields(
     """The fields of a request's access line, from a full evaluation's result or from the answer
     cache's entry: the same fields either way, so a cached answer is logged as it was first."""
     fields: dict[str, Any] = {"request_id": rid, "method": method, "path": raw_path}
-    if endpoint != "media":
+    if endpoint not in ("media", "legacy"):
         fields["endpoint"] = endpoint
     decision: Decision | None = None
     subject = preview = None
     rejected: list[str] = []
     if cached is not None:
-        fields.update(host=cached.host, asset_id=cached.asset_id)
+        fields.update(host=cached.host, route="media", asset_id=cached.asset_id)
         decision, subject, preview = cached.decision, cached.subject, cached.preview
     elif result is not None:
         if result.access is not None:
-            fields.update(host=result.access.host, asset_id=result.access.asset_id)
+            fields.update(host=result.access.host, route=result.access.route)
+            if result.access.asset_id:  # a legacy request learns its id from the lookup
+                fields["asset_id"] = result.access.asset_id
         identity = result.identity
         if identity is not None:
             subject = identity.user.sub if identity.user is not None else None

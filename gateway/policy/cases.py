@@ -10,6 +10,7 @@ from urllib.parse import unquote
 
 import yaml
 
+from gateway.legacy import LEGACY_PREFIX
 from gateway.models import (
     AccessRequest,
     Action,
@@ -21,6 +22,7 @@ from gateway.models import (
     UserIdentity,
 )
 from gateway.outcomes import answer_status, target
+from gateway.parsing import NotAnAsset, split_legacy_path
 from gateway.pipeline import decide_access
 from gateway.policy.evaluation import DEFAULT_DENY, RuleTrace
 from gateway.policy.language import Policy, PolicyError, Problem, line_of, node_value
@@ -128,9 +130,13 @@ async def run_case(policy: Policy, case: PolicyCase) -> CaseResult:
     async def get(asset_id: str) -> AssetRecord | None:
         return case.records.get(asset_id)
 
+    async def get_by_legacy_path(path: str) -> AssetRecord | None:
+        holders = [r for r in case.records.values() if r.legacy_url_path == path]
+        return min(holders, key=lambda r: r.deleted, default=None)  # the live holder first
+
     decided = await decide_access(
         case.request, case.identity, get, policy, CASE_NOW,
-        login_configured=case.login_configured, trace=True,
+        get_by_legacy_path=get_by_legacy_path, login_configured=case.login_configured, trace=True,
     )  # fmt: skip
     decision, record = decided.decision, decided.found.record
     got: dict[str, Any] = {
@@ -138,7 +144,7 @@ async def run_case(policy: Policy, case: PolicyCase) -> CaseResult:
         "rule": decision.rule,
         "action": decision.action.value,
         "private": decision.private,
-        "location": target(decision, record),
+        "location": target(decision, record, decided.access),  # [legacy] defaults: no configuration
     }
     return CaseResult(case, decision, got, list(decided.trace))
 
@@ -177,9 +183,24 @@ def _parse_case(path: str, node: yaml.Node, rules: frozenset[str]) -> PolicyCase
     host = req.get("host", "live")
     if host not in ("live", "draft", "other"):
         raise _CaseError(line_of(fields["request"]), "request.host: expected live, draft or other")
-    parts = str(req.get("path", "")).split("/")
-    if len(parts) != 4 or parts[:2] != ["", "media"]:
-        raise _CaseError(line_of(fields["request"]), "request.path: expected /media/{id}/{filename}")
+    raw_path = str(req.get("path", ""))
+    legacy_path: str | None = None
+    if raw_path.startswith(LEGACY_PREFIX):
+        try:
+            legacy_path, filename = split_legacy_path(raw_path)
+        except NotAnAsset:
+            raise _CaseError(
+                line_of(fields["request"]), "request.path: expected a legacy path with a file extension"
+            ) from None
+        asset_id = ""
+    else:
+        parts = raw_path.split("/")
+        if len(parts) != 4 or parts[:2] != ["", "media"]:
+            raise _CaseError(
+                line_of(fields["request"]),
+                "request.path: expected /media/{id}/{filename} or /government/uploads/...",
+            )
+        asset_id, filename = parts[2], unquote(parts[3])
     method = req.get("method", "GET")
     if method not in ("GET", "HEAD"):
         raise _CaseError(line_of(fields["request"]), "request.method: expected GET or HEAD")
@@ -188,11 +209,13 @@ def _parse_case(path: str, node: yaml.Node, rules: frozenset[str]) -> PolicyCase
         scheme="https",
         host=f"{host}.policy-test",
         host_kind=HostKind(host),
-        asset_id=parts[2],
-        filename=unquote(parts[3]),
-        path=str(req["path"]),
+        asset_id=asset_id,
+        filename=filename,
+        path=raw_path,
         query=str(req.get("query", "")),
         if_none_match=req.get("if_none_match"),
+        route="media" if legacy_path is None else "legacy",
+        legacy_path=legacy_path,
     )
 
     user = preview = None

@@ -116,6 +116,10 @@ def _decision(rule: Rule, facts: Facts, revision: str) -> Decision:
         )
     if outcome.action is Action.REDIRECT_TO_URL and (record is None or record.redirect_url is None):
         return Decision(Action.DENY, 404, rule.name, revision)
+    if outcome.action is Action.REDIRECT_TO_PLACEHOLDER:
+        # Public (a minute) only where the file itself would be: a shared cache must not answer a
+        # draft or restricted file's URL for everyone.
+        return Decision(outcome.action, outcome.status, rule.name, revision, private=restricted)
     return Decision(outcome.action, outcome.status, rule.name, revision, private=True)
 
 

@@ -50,6 +50,8 @@ class ConditionSpec:
 def _filename_status(facts: Facts) -> str:
     record = facts.record
     assert record is not None
+    if facts.request.legacy_path is not None:
+        return "current"  # a legacy URL names its file by the whole path (DESIGN 2.8)
     if facts.request.filename == record.filename:
         return "current"
     if facts.request.filename in record.filename_history:
@@ -159,4 +161,9 @@ CONDITIONS: dict[str, ConditionSpec] = {
         takes_list=True,
     ),
     "login_configured": ConditionSpec("login.url is set", lambda f: f.login_configured),
+    "route": ConditionSpec(
+        "which URL form the request used: /media/{id}/{filename} or a legacy /government/uploads/ path",
+        lambda f: f.request.route,
+        choices=("media", "legacy"),
+    ),
 }

@@ -30,6 +30,9 @@ class WriteResult:
     # Not applied because this very record (same version, same fields) is already stored: a
     # repeated write, which callers treat as done rather than as stale.
     unchanged: bool = field(default=False, compare=False)
+    # Not applied because another record that is not deleted holds the record's legacy_url_path:
+    # that record's id (the admin API answers 409 legacy_path_taken).
+    legacy_holder: str | None = field(default=None, compare=False)
 
 
 class Subscriber(Protocol):
@@ -56,12 +59,19 @@ class AssetStore(Protocol):
         """The current record, or None. Raises StoreUnavailable."""
         ...
 
+    async def get_by_legacy_path(self, path: str) -> AssetRecord | None:
+        """The record whose `legacy_url_path` is `path` (normalised): the live holder, else the
+        deleted record that held it last (answered 410), else None. Raises StoreUnavailable."""
+        ...
+
     async def put(
         self, record: AssetRecord, *, base_version: int | None = None, force: bool = False
     ) -> WriteResult:
         """Store the record only if its version is greater than the stored one, atomically, and
-        announce its id to every gateway (gateway.state.invalidation). A stored value that cannot
-        be read as a record counts as no record, so a PUT repairs it.
+        announce its id (and its legacy paths, old and new) to every gateway
+        (gateway.state.invalidation). A stored value that cannot be read as a record counts as no
+        record, so a PUT repairs it. A legacy_url_path held by another record that is not deleted
+        refuses the write (`legacy_holder`), forced or not; a deleted record's path may be taken.
 
         `base_version`: also require the stored version to be exactly this one (0: no record), so
         a read-modify-write (PATCH) cannot silently drop a write that landed in between. A refusal

@@ -5,13 +5,17 @@ number of ids requested (missing ids are cached too, so probing random ids canno
 Concurrent misses for one id share a single backend read, so a hot file expiring does not send a
 burst of identical reads to Redis. Nothing stale is served once its TTL has passed: when the backend
 is down and the entry has expired, StoreUnavailable reaches the caller, which answers 503.
+
+Lookups by legacy path are cached the same way under the path itself (paths start with '/', ids
+never do). Every write publishes the legacy paths it touches as well as the id, so a path that
+moves to another record, or away from this one, is forgotten like a changed id.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Final
 
 from cachetools import TTLCache
@@ -86,21 +90,29 @@ class CachedAssetStore:
         return len(self._cache)
 
     async def get(self, asset_id: str) -> AssetRecord | None:
+        return await self._cached(asset_id, self._store.get)
+
+    async def get_by_legacy_path(self, path: str) -> AssetRecord | None:
+        return await self._cached(path, self._store.get_by_legacy_path)
+
+    async def _cached(
+        self, key: str, read: Callable[[str], Awaitable[AssetRecord | None]]
+    ) -> AssetRecord | None:
         if not self.enabled:
             self.misses += 1
-            return await self._store.get(asset_id)
+            return await read(key)
         try:
-            cached = self._cache[asset_id]
+            cached = self._cache[key]
         except KeyError:
             pass
         else:
             self.hits += 1
             return None if isinstance(cached, Missing) else cached
         self.misses += 1
-        flight = self._flights.get(asset_id)
+        flight = self._flights.get(key)
         if flight is None:
-            flight = self._flights[asset_id] = _Flight()
-            flight.task = asyncio.create_task(self._load(asset_id, flight))
+            flight = self._flights[key] = _Flight()
+            flight.task = asyncio.create_task(self._load(key, read, flight))
             flight.task.add_done_callback(_observe)
         assert flight.task is not None
         # shield: one waiter giving up (a client disconnecting) must not cancel the shared read.
@@ -132,14 +144,16 @@ class CachedAssetStore:
         except KeyError:
             return NOT_CACHED
 
-    async def _load(self, asset_id: str, flight: _Flight) -> AssetRecord | None:
+    async def _load(
+        self, key: str, read: Callable[[str], Awaitable[AssetRecord | None]], flight: _Flight
+    ) -> AssetRecord | None:
         try:
-            record = await self._store.get(asset_id)
+            record = await read(key)
         finally:
-            if self._flights.get(asset_id) is flight:
-                del self._flights[asset_id]
+            if self._flights.get(key) is flight:
+                del self._flights[key]
         if not flight.stale:
-            self._cache[asset_id] = MISSING if record is None else record
+            self._cache[key] = MISSING if record is None else record
         return record
 
     async def put(
@@ -148,11 +162,14 @@ class CachedAssetStore:
         try:
             return await self._store.put(record, base_version=base_version, force=force)
         finally:
-            # Also on failure: a timed-out write may still have been applied.
+            # Also on failure: a timed-out write may still have been applied. (A path the record
+            # moved away from is announced by the store, like every write from elsewhere.)
             self.invalidate(record.id)
+            if record.legacy_url_path is not None:
+                self.invalidate(record.legacy_url_path)
 
     def invalidate(self, asset_id: str) -> None:
-        """Forget one id, including a read in flight that may have seen the old state."""
+        """Forget one id or legacy path, including a read in flight that may have seen the old state."""
         self._cache.pop(asset_id, None)
         flight = self._flights.pop(asset_id, None)
         if flight is not None:

@@ -12,6 +12,7 @@ import logging
 import time
 from typing import Final
 
+from gateway.legacy import LEGACY_PREFIX
 from gateway.records import is_valid_asset_id
 from gateway.state.cache import CachedAssetStore
 
@@ -78,13 +79,14 @@ class InvalidationListener:
         self.subscribed.set()
         self._settled.set()
 
-    def on_announced(self, asset_id: str) -> None:
-        if not is_valid_asset_id(asset_id):
+    def on_announced(self, name: str) -> None:
+        # An asset id, or a normalised legacy path a write moved (gateway.state.cache).
+        if not is_valid_asset_id(name) and not name.startswith(LEGACY_PREFIX):
             log.warning("ignoring an invalidation for a malformed asset id")
             return
         self.received += 1
         self.last_received = time.time()
-        self.cache.invalidate(asset_id)
+        self.cache.invalidate(name)
 
     def on_lost(self, reason: str) -> float:
         self.subscribed.clear()

@@ -86,14 +86,16 @@ async def test_a_plan_made_against_an_older_record_is_sent_hard(store: RedisAsse
     assert (await store.put(public("g1", 2, draft=True))).applied  # lands in between
     await store.client.delete(PURGE_STREAM)
     new = public("g1", 3, etag='"new"')
-    args = [INVALIDATION_CHANNEL, "", "1", *_record_args(new), *plan.script_args()]
+    # ARGV: channel, mode, purging, indexed (the script keeps the legacy path index), the record.
+    args = [INVALIDATION_CHANNEL, "", "1", "1", *_record_args(new), *plan.script_args()]
     await store.client.eval(PUT_SCRIPT, 2, asset_key("g1"), PURGE_STREAM, *args)
     entries = await store.client.xrange(PURGE_STREAM)
     assert [(f[b"id"], f[b"kind"]) for _, f in entries] == [(b"g1", b"hard")]
 
 
 def _record_args(record: AssetRecord) -> list[str]:
-    return [str(record.version), json.dumps(record_to_dict(record), separators=(",", ":")), record.id]
+    """Version, JSON and id, then no legacy path held or expected (the record has none)."""
+    return [str(record.version), json.dumps(record_to_dict(record), separators=(",", ":")), record.id, "", ""]
 
 
 async def test_a_batch_import_enqueues_the_purges_its_lines_need(store: RedisAssetStore) -> None:

@@ -126,3 +126,23 @@ async def test_unreadable_record_is_explained(admin: Admin, redis_url: str) -> N
     assert result.err.strip() == (
         "asset-gateway: the stored value of cli5 is not a record: put the whole record to repair it"
     )
+
+
+async def test_legacy_fields_and_a_taken_path(admin: Admin) -> None:
+    url = ("--admin-url", admin.url)
+    path = "/government/uploads/system/uploads/attachment_data/file/5/café.pdf"
+    created = await cli("put", "clg1", *url, stdin=record(1, legacy_url_path=path, legacy_etag='"old-1"'))
+    assert created.status == 0, created.err
+    stored = created.json()
+    assert (
+        stored["legacy_url_path"] == "/government/uploads/system/uploads/attachment_data/file/5/caf%C3%A9.pdf"
+    )
+    assert (stored["legacy_etag"], stored["legacy_last_modified"]) == ('"old-1"', None)
+    taken = await cli("put", "clg2", *url, stdin=record(1, legacy_url_path=path))
+    assert taken.status == 1
+    assert taken.err.strip() == (
+        "asset-gateway: refused: asset clg1 already holds that legacy_url_path (legacy_path_taken)"
+    )
+    bad = await cli("put", "clg3", *url, stdin=record(1, legacy_url_path="/media/x/y.pdf"))
+    assert bad.status == 1
+    assert bad.err.splitlines()[1].strip() == "legacy_url_path: must start with /government/uploads/"

@@ -61,5 +61,33 @@ async def test_the_header_name_is_configurable(s3_server: S3Server, redis_url: s
             response = await running.get("/media/c1/a.pdf")
             assert response.headers["Cache-Tag"] == "asset-c1"
             assert KEY not in response.headers
+            # nginx's /auth carries it as X-Asset-<name>, for a served file (204) and a public 301
+            await running.put(id="c2", filename="b.pdf", replacement_id="c1")
+            served = await running.get("/auth", **{"X-Original-URI": "/media/c1/a.pdf"})
+            moved = await running.get("/auth", **{"X-Original-URI": "/media/c2/b.pdf"})
+            assert (served.status, served.headers["X-Asset-Cache-Tag"]) == (204, "asset-c1")
+            assert moved.headers["X-Asset-Status"] == "301"
+            assert moved.headers["X-Asset-Cache-Tag"] == "asset-c2 asset-c1"
+            for answer in (served, moved):
+                assert "X-Asset-" + KEY not in answer.headers
     finally:
         await runner.cleanup()
+
+
+async def test_auth_carries_no_key_for_private_answers_and_errors(
+    running: RunningGateway, keys: Keys
+) -> None:
+    """What nginx copies from /auth follows the same rule as the direct answer."""
+    await running.put(id="p1", filename="a.pdf", access_limited={"users": ["editor-1"]})
+    await running.put(id="g1", filename="a.pdf", deleted=True)
+    token = keys.user_token("editor-1")
+    signed_in = {"Authorization": f"Bearer {token}"}
+    answers = [
+        await running.get("/auth", **{"X-Original-URI": "/media/p1/a.pdf", **signed_in}),  # private 204
+        await running.get("/auth", **{"X-Original-URI": "/media/p1/a.pdf"}),  # 404
+        await running.get("/auth", **{"X-Original-URI": "/media/g1/a.pdf"}),  # 410
+    ]
+    statuses = [(r.status, r.headers["X-Asset-Status"]) for r in answers]
+    assert statuses == [(204, "200"), (403, "404"), (403, "410")]
+    for response in answers:
+        assert "X-Asset-" + KEY not in response.headers and KEY not in response.headers

@@ -211,6 +211,8 @@ class Through:
         assert (await self.backend.put(record)).applied
         for gateway in self.gateways:
             gateway.store.invalidate(record.id)
+            if record.legacy_url_path is not None:
+                gateway.store.invalidate(record.legacy_url_path)
         if body is not None:
             self.s3.client().put_object(Bucket=self.s3.bucket, Key=record.object_key, Body=body)
             self.objects[record.id] = body

@@ -21,6 +21,7 @@ from urllib.parse import parse_qs, quote, urlsplit
 import pytest
 from aiohttp import ClientSession
 
+from gateway.legacy import LEGACY_PREFIX, normalise_legacy_path
 from tests.http.conftest import DRAFT, LIVE, LOGIN_URL, Keys
 from tests.nginx.conftest import Answer, Through, run_nginx
 from tests.servers import RedisServer, free_port
@@ -53,6 +54,7 @@ class Expect:
     etag: str | None = None
     allow: str | None = None
     s3_refuses: bool = False  # the gateway allowed it, S3 has no such object (its 403 passes through)
+    cdn_keys: str | None = None  # DESIGN 2.9: Surrogate-Key on publicly cacheable answers only
 
 
 def denied(status: int) -> Expect:
@@ -74,6 +76,7 @@ def serves(record: dict[str, Any], *, private: bool) -> Expect:
         noindex=private,
         served=record,
         etag=record.get("etag"),
+        cdn_keys=None if private else f"asset-{record['id']}",
     )
 
 
@@ -130,6 +133,107 @@ LIMITED_TO_ORG_A = {
 MISSING_OBJECT = {"id": "nobody", "filename": "f.pdf", "body": None}
 RENAMED = {"id": "fn1", "filename": "new name.pdf", "filename_history": ["old.pdf"]}
 
+
+LEGACY_PATH = "/government/uploads/system/uploads/attachment_data/file/1/spring%20budget.pdf"
+LEGACY_PUBLIC = {
+    "id": "lg1",
+    "filename": "budget-2014.pdf",
+    "etag": '"s3-1"',
+    "legacy_etag": '"nfs-1"',
+    "last_modified": "2024-01-19T11:15:58Z",
+    "legacy_last_modified": "2014-03-19T10:00:00Z",
+    "legacy_url_path": "/government/uploads/system/uploads/attachment_data/file/1/spring budget.pdf",
+}
+
+
+def legacy(asset_id: str, name: str = "f.pdf", **fields: Any) -> dict[str, Any]:
+    return {"id": asset_id, "filename": "other-name.pdf", "legacy_url_path": f"/government/uploads/t/{name}",
+            **fields}  # fmt: skip
+
+
+# DESIGN 2.8: the rows a legacy URL answers, as its /media URL would plus the legacy rules.
+LEGACY_CASES = [
+    Case("legacy_public_is_served_with_legacy_validators", LEGACY_PATH, (LEGACY_PUBLIC,)),
+    Case("legacy_head_is_served", LEGACY_PATH, (LEGACY_PUBLIC,), method="HEAD"),
+    Case("legacy_other_spelling_is_served", LEGACY_PATH.replace("spring", "%73pring"), (LEGACY_PUBLIC,)),
+    Case("legacy_non_ascii_is_served", "/government/uploads/t/caf%C3%A9.pdf", (legacy("na1", "café.pdf"),)),
+    Case("legacy_missing_is_404", "/government/uploads/t/none.pdf"),
+    Case("legacy_missing_on_draft_host_goes_to_login", "/government/uploads/t/none.pdf", host=DRAFT),
+    Case("legacy_no_extension_is_404", "/government/uploads/t/README", (legacy("ne1", "README"),)),
+    Case("legacy_deleted_is_410", "/government/uploads/t/f.pdf", (legacy("ld1", deleted=True),)),
+    Case(
+        "legacy_replaced_redirects_to_the_media_url",
+        "/government/uploads/t/f.pdf",
+        (legacy("lr1", replacement_id="lr2"), {"id": "lr2", "filename": "v2.pdf"}),
+    ),
+    Case(
+        "legacy_draft_on_live_host_goes_to_draft_host",
+        "/government/uploads/t/f.pdf?x=1",
+        (legacy("lf1", draft=True),),
+    ),
+    Case(
+        "legacy_draft_host_anonymous_goes_to_login",
+        "/government/uploads/t/f.pdf",
+        (legacy("lf1", draft=True),),
+        host=DRAFT,
+    ),
+    Case(
+        "legacy_draft_host_user_is_served_privately",
+        "/government/uploads/t/f.pdf",
+        (legacy("lf1", draft=True),),
+        host=DRAFT,
+        headers=bearer("editor-1"),
+    ),
+    Case(
+        "legacy_draft_host_preview_cookie_is_served",
+        "/government/uploads/t/f.pdf",
+        (legacy("lf2", draft=True, auth_bypass_ids=["bp-1"]),),
+        host=DRAFT,
+        headers=preview_cookie("bp-1"),
+    ),
+    Case(
+        "legacy_limited_anonymous_is_404",
+        "/government/uploads/t/f.pdf",
+        (legacy("ll1", access_limited={"users": ["u1"]}),),
+    ),
+    Case(
+        "legacy_limited_listed_user_is_served_privately",
+        "/government/uploads/t/f.pdf",
+        (legacy("ll1", access_limited={"users": ["u1"]}),),
+        headers=bearer("u1"),
+    ),
+    Case(
+        "legacy_unscanned_goes_to_the_placeholder",
+        "/government/uploads/t/f.pdf",
+        (legacy("lu1", state="unscanned"),),
+    ),
+    Case(
+        "legacy_clean_image_goes_to_the_image_placeholder",
+        "/government/uploads/t/c.png",
+        (legacy("lc1", "c.png", state="clean"),),
+    ),
+    Case("legacy_infected_is_404", "/government/uploads/t/f.pdf", (legacy("li1", state="infected"),)),
+    Case(
+        "legacy_redirect_url_redirects",
+        "/government/uploads/t/f.pdf",
+        (legacy("lu2", redirect_url="https://www.example.org/new-home"),),
+    ),
+    Case(
+        "legacy_etag_is_304",
+        LEGACY_PATH,
+        (LEGACY_PUBLIC,),
+        headers=lambda keys: {"If-None-Match": '"nfs-1"'},
+    ),
+    Case(
+        "legacy_current_etag_is_not_304",
+        LEGACY_PATH,
+        (LEGACY_PUBLIC,),
+        headers=lambda keys: {"If-None-Match": '"s3-1"'},
+    ),
+    Case("legacy_unknown_host_is_404", LEGACY_PATH, (LEGACY_PUBLIC,), host="evil.test"),
+    Case("legacy_post_is_405", LEGACY_PATH, (LEGACY_PUBLIC,), method="POST"),
+]
+
 CASES = [
     # 1. no record
     Case("missing_record_is_404", "/media/nothere/file.pdf", expect=denied(404)),
@@ -162,7 +266,10 @@ CASES = [
             {"id": "rep2", "filename": "v2.pdf", "replacement_id": "rep3"},
             {"id": "rep3", "filename": "v3.pdf"},
         ),
-        expect=redirect(301, f"http://{LIVE}/media/rep3/v3.pdf", "public, max-age=1800"),
+        expect=replace(
+            redirect(301, f"http://{LIVE}/media/rep3/v3.pdf", "public, max-age=1800"),
+            cdn_keys="asset-rep1 asset-rep3",  # a purge of either end finds it
+        ),
     ),
     Case(
         "replacement_cycle_is_404",
@@ -338,7 +445,7 @@ CASES = [
         PUBLIC_PATH,
         (PUBLIC,),
         headers=lambda keys: {"If-None-Match": 'W/"x", "e-1"'},
-        expect=Expect(304, cache_control=PUBLIC_SERVE, etag='"e-1"'),
+        expect=Expect(304, cache_control=PUBLIC_SERVE, etag='"e-1"', cdn_keys="asset-pub1"),
     ),
     Case(
         "other_if_none_match_is_served",
@@ -396,6 +503,30 @@ async def test_row_answers_as_the_contract_says(through: Through, keys: Keys, ca
     served = next((r for r in case.records if case.path.startswith(f"/media/{r['id']}/")), {})
     await assert_same_answer(through, direct, via, case.method, served.get("etag"))
     assert_nothing_leaked(through, via, headers)
+
+
+@pytest.mark.parametrize("case", LEGACY_CASES, ids=[case.name for case in LEGACY_CASES])
+async def test_legacy_row_answers_as_the_gateway_does_directly(
+    through: Through, keys: Keys, case: Case
+) -> None:
+    """DESIGN 2.8: every legacy row through nginx, in this mode, answers as the gateway does
+    directly (whose own answers tests/http/test_legacy_http.py checks against /media)."""
+    for record in case.records:
+        await through.put(**record)
+    headers = case.headers(keys)
+    direct = await through.direct(case.path, host=case.host, method=case.method, **headers)
+    via = await through.via_nginx(case.path, host=case.host, method=case.method, **headers)
+    await assert_same_answer(through, direct, via, case.method, served_etag(case))
+    assert_nothing_leaked(through, via, headers)
+
+
+async def test_legacy_validators_reach_the_browser(through: Through) -> None:
+    await through.put(**LEGACY_PUBLIC)
+    via = await through.via_nginx(LEGACY_PATH)
+    assert via.status == 200 and via.body == through.objects["lg1"]
+    assert via.header("etag") == '"nfs-1"'
+    assert via.header("last-modified") == "Wed, 19 Mar 2014 10:00:00 GMT"
+    assert "budget-2014.pdf" in (via.header("content-disposition") or "")
 
 
 async def test_preview_link_sets_the_cookie_and_strips_the_token(through: Through, keys: Keys) -> None:
@@ -517,6 +648,7 @@ def assert_as_expected(through: Through, case: Case, via: Answer) -> None:
     want = case.expect
     assert via.status == want.status, (case.name, via)
     assert via.header("location") == want.location
+    assert via.headers.get("surrogate-key", []) == ([want.cdn_keys] if want.cdn_keys else [])
     if want.s3_refuses:
         # accel: the gateway's own Cache-Control survives X-Accel-Redirect (core nginx cannot drop
         # it); nginx adds `private, no-store`, which forbids any cache to keep the error.
@@ -559,6 +691,19 @@ def disposition(filename: str) -> str:
     return f'inline; filename="[ -~]+"{extended}'
 
 
+def served_etag(case: Case) -> str | None:
+    """The ETag a served file carries: the record's, or on a legacy URL its legacy_etag if set."""
+    path = case.path.split("?", 1)[0]
+    if path.startswith(LEGACY_PREFIX):
+        wanted = normalise_legacy_path(path)
+        for record in case.records:
+            if record.get("legacy_url_path") and normalise_legacy_path(record["legacy_url_path"]) == wanted:
+                return record.get("legacy_etag", record.get("etag"))
+        return None
+    served = next((r for r in case.records if path.startswith(f"/media/{r['id']}/")), {})
+    return served.get("etag")
+
+
 async def assert_same_answer(
     through: Through, direct: Answer, via: Answer, method: str, etag: str | None = None
 ) -> None:
@@ -567,7 +712,8 @@ async def assert_same_answer(
         await assert_served(through, direct, via, method, location, etag)
         return
     assert via.status == direct.status, (direct, via)
-    for name in ("location", "cache-control", "etag", "x-robots-tag", "retry-after", "allow"):
+    carried = ("location", "cache-control", "etag", "x-robots-tag", "retry-after", "allow", "surrogate-key")
+    for name in carried:
         assert via.header(name) == direct.header(name), name
     assert ("set-cookie" in via.headers) == ("set-cookie" in direct.headers)
     if direct.status >= 400:
@@ -591,7 +737,7 @@ async def assert_served(
     assert via.body == s3_body
     if method == "GET":
         assert int(via.header("content-length") or -1) == len(s3_body)
-    for name in ("cache-control", "x-robots-tag"):
+    for name in ("cache-control", "x-robots-tag", "surrogate-key"):
         assert via.header(name) == direct.header(name), name
     assert via.header("etag") == etag  # the record's, not S3's (the redirect itself carries none)
     signed = parse_qs(urlsplit(location).query)
