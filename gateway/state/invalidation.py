@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from typing import Any, Final
 
 from redis.asyncio.cluster import RedisCluster
@@ -42,9 +43,12 @@ class InvalidationListener:
         ping_interval: float = PING_INTERVAL,
         retry_first: float = RETRY_FIRST,
         retry_cap: float = RETRY_CAP,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        """`clock`: seconds, only ever compared with itself; the silence check's time source."""
         self.cache = cache
         self.ping_interval = ping_interval
+        self.clock = clock
         self.retry_first = retry_first
         self.retry_cap = retry_cap
         # starting | subscribed | reconnecting | in-process | none | stopped
@@ -122,12 +126,11 @@ class InvalidationListener:
         return client.pubsub()
 
     async def _receive(self, pubsub: Any) -> None:
-        loop = asyncio.get_running_loop()
-        heard = loop.time()
+        heard = self.clock()
         while True:
             message = await pubsub.get_message(timeout=self.ping_interval)
             _raise_if_cancelled()
-            now = loop.time()
+            now = self.clock()
             if message is None:
                 if now - heard > 1.5 * self.ping_interval:
                     raise SubscriptionSilent(f"no answer for {now - heard:.1f}s")
