@@ -101,6 +101,7 @@ async def test_an_error_redis_gives_the_whole_batch_is_not_blamed_on_any_key(
     store = open_store(redis_server.url.rsplit("/", 1)[0] + "/99")
     try:
         results = await asyncio.gather(*(store.get(f"b{n}") for n in range(3)), return_exceptions=True)
+        results.append(*await asyncio.gather(store.get("alone"), return_exceptions=True))  # no pipeline
     finally:
         await store.close()
     assert all(isinstance(error, redis.ResponseError) for error in results), results
