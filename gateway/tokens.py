@@ -228,6 +228,11 @@ class TokenVerifier:
             checked = self._verify_or_raise(use, token, now)
         except Exception:
             # Whatever went wrong, the caller sees a refusal, never an error carrying the token.
+            # A last guard, kept broad on purpose: every failure PyJWT and cryptography were seen
+            # to raise on hostile tokens (bad base64, non-UTF-8 or deeply nested JSON, signatures
+            # of any length, exp/nbf/iat of 1e400 or NaN) is a PyJWTError handled in _check, so no
+            # known input reaches this line; narrowing it would only turn the next parser bug
+            # into a 500.
             return _MALFORMED
         if isinstance(checked, UserIdentity) and self.revoked(checked):
             return _REVOKED

@@ -68,7 +68,12 @@ GROUPS = {
     ),
     "invalidation": Group(
         ("gateway/state/invalidation.py", "gateway/state/redis_pubsub.py", "gateway/state/cache.py"),
-        ("tests/state/test_invalidation.py", "tests/state/test_cache.py", "tests/http/test_state_http.py"),
+        (
+            "tests/state/test_invalidation.py",
+            "tests/state/test_invalidation_silence.py",
+            "tests/state/test_cache.py",
+            "tests/http/test_state_http.py",
+        ),
     ),
     "responses": Group(
         ("gateway/responses.py",),

@@ -3,7 +3,7 @@ announcement of every write to every process), and the errors callers handle."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -39,6 +39,7 @@ class Subscriber(Protocol):
     """The receiving end of a store's write announcements (gateway.state.invalidation)."""
 
     ping_interval: float  # seconds of silence before a networked store checks its subscription
+    clock: Callable[[], float]  # the time the silence is measured with (monotonic seconds)
 
     def on_subscribed(self, *, in_process: bool) -> None:
         """The subscription is (again) in place. Unless `in_process` (the store is this process's

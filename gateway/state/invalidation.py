@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from typing import Final
 
 from gateway.legacy import LEGACY_PREFIX
@@ -35,9 +36,12 @@ class InvalidationListener:
         ping_interval: float = PING_INTERVAL,
         retry_first: float = RETRY_FIRST,
         retry_cap: float = RETRY_CAP,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        """`clock`: seconds, only ever compared with itself; the silence check's time source."""
         self.cache = cache
         self.ping_interval = ping_interval
+        self.clock = clock
         self.retry_first = retry_first
         self.retry_cap = retry_cap
         # starting | subscribed | reconnecting | in-process | none | stopped

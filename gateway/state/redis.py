@@ -346,6 +346,8 @@ class RedisAssetStore:
                     try:
                         values = [await self.client.hget(asset_key(ids[0]), "record")]
                     except ResponseError as exc:
+                        if not _wrong_type(exc):
+                            raise  # Redis refused the connection or command, not this key
                         values = [exc]
                 else:
                     pipe = self.client.pipeline(transaction=False)
@@ -628,9 +630,14 @@ def _read_error(exc: Exception, asset_id: str | None) -> Exception:
         error = unavailable("get", exc)
         error.__cause__ = exc
         return error
-    if asset_id is not None and isinstance(exc, ResponseError):
+    if asset_id is not None and _wrong_type(exc):
         return _unreadable(asset_id, exc)
     return exc
+
+
+def _wrong_type(exc: Exception) -> bool:
+    """The one error an HGET gives for its own key: a value there that is not a hash."""
+    return isinstance(exc, ResponseError) and str(exc).startswith("WRONGTYPE")
 
 
 def _unreadable(asset_id: str, exc: BaseException) -> RecordUnreadable:

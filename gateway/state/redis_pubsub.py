@@ -59,13 +59,12 @@ async def _pubsub(client: RedisClient, attempt: int) -> Any:
 
 
 async def _receive(pubsub: Any, subscriber: Subscriber) -> None:
-    loop = asyncio.get_running_loop()
-    heard = loop.time()
-    ping_interval = subscriber.ping_interval
+    clock, ping_interval = subscriber.clock, subscriber.ping_interval
+    heard = clock()
     while True:
         message = await pubsub.get_message(timeout=ping_interval)
         _raise_if_cancelled()
-        now = loop.time()
+        now = clock()
         if message is None:
             if now - heard > 1.5 * ping_interval:
                 raise SubscriptionSilent(f"no answer for {now - heard:.1f}s")

@@ -518,6 +518,8 @@ async def test_store_outage_is_503_then_recovers(admin: Admin, redis_server: Red
         async with admin.session.get(f"{admin.url}/readyz") as ready:
             assert ready.status == 503
             assert (await ready.json())["checks"]["state"] == "unreachable"
+            # readyz builds its 503 without Cache-Control: only the listener's error rule adds it.
+            assert ready.headers["Cache-Control"] == "private, no-store"
     finally:
         redis_server.start()
     assert (await admin.call("PUT", "down1", body("down1")))[0] == 201

@@ -11,7 +11,7 @@ import pytest_asyncio
 import redis
 
 from gateway.models import AssetRecord
-from gateway.state.base import StoreUnavailable
+from gateway.state.base import RecordUnreadable, StoreUnavailable
 from gateway.state.factory import open_store
 from gateway.state.redis import RedisAssetStore
 from tests.servers import RedisServer, free_port
@@ -91,3 +91,19 @@ async def test_a_single_read_is_sent_alone_and_fails_like_one() -> None:
     with pytest.raises(StoreUnavailable, match="redis get failed"):
         await store.get("a1")
     await store.close()
+
+
+async def test_an_error_redis_gives_the_whole_batch_is_not_blamed_on_any_key(
+    redis_server: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A database the server does not have: SELECT fails as the pipeline connects, a ResponseError
+    # that belongs to no key. RecordUnreadable would tell ops to repair records that are fine.
+    store = open_store(redis_server.url.rsplit("/", 1)[0] + "/99")
+    try:
+        results = await asyncio.gather(*(store.get(f"b{n}") for n in range(3)), return_exceptions=True)
+        results.append(*await asyncio.gather(store.get("alone"), return_exceptions=True))  # no pipeline
+    finally:
+        await store.close()
+    assert all(isinstance(error, redis.ResponseError) for error in results), results
+    assert not any(isinstance(error, RecordUnreadable) for error in results)
+    assert "is not a record" not in caplog.text
