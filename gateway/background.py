@@ -6,12 +6,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Coroutine
-from typing import Any
+from collections.abc import Callable, Coroutine
+from typing import Any, Generic, TypeVar
 
 log = logging.getLogger(__name__)
 
 _running: set[asyncio.Task[Any]] = set()
+_T = TypeVar("_T")
 
 
 def spawn(coro: Coroutine[Any, Any, None], *, name: str) -> asyncio.Task[None]:
@@ -41,3 +42,28 @@ def _finished(task: asyncio.Task[Any]) -> None:
         log.error("background task %s stopped with an error", task.get_name(), exc_info=error)
     else:
         log.info("background task %s ended", task.get_name())
+
+
+class SingleFlight(Generic[_T]):
+    """One run of `work` at a time: concurrent callers share it, and a caller that is cancelled
+    leaves it running for the others (so a flood of requests costs one fetch)."""
+
+    def __init__(self, work: Callable[[], Coroutine[Any, Any, _T]], *, name: str) -> None:
+        self._work = work
+        self._name = name
+        self._task: asyncio.Task[_T] | None = None
+
+    @property
+    def running(self) -> bool:
+        return self._task is not None
+
+    async def run(self) -> _T:
+        """Start `work`, or join the run already going; its result or its error."""
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._work(), name=self._name)
+        task = self._task
+        try:
+            return await asyncio.shield(task)
+        finally:
+            if task.done() and self._task is task:
+                self._task = None

@@ -19,6 +19,8 @@ from typing import Any, Final
 
 import jwt
 
+from gateway.background import SingleFlight
+
 log = logging.getLogger(__name__)
 
 MISS_INTERVAL: Final = 30.0  # seconds between fetches caused by unknown kids
@@ -136,7 +138,7 @@ class RemoteKeySet:
         self._miss_interval = miss_interval
         self.refresh_interval = refresh_interval
         self._keys: dict[str | None, RemoteKey] = {}
-        self._inflight: asyncio.Task[bool] | None = None
+        self._fetching = SingleFlight(self._load, name="jwks-fetch")
         self._last_miss_fetch = -float("inf")  # only fetches caused by unknown kids are limited
         self.fetches = 0  # requests actually sent
         self.failures = 0  # fetches that failed (the last good keys kept serving)
@@ -165,7 +167,7 @@ class RemoteKeySet:
         is known afterwards."""
         if self.knows(kid):
             return True
-        if self._inflight is None:
+        if not self._fetching.running:
             if not self.miss_refresh_due():
                 return False
             self._last_miss_fetch = self._clock()
@@ -176,14 +178,7 @@ class RemoteKeySet:
         """Fetch now, or join the fetch already running. True when new keys were loaded."""
         if not self.url:
             return False
-        if self._inflight is None:
-            self._inflight = asyncio.get_running_loop().create_task(self._load(), name="jwks-fetch")
-        task = self._inflight
-        try:
-            return await asyncio.shield(task)
-        finally:
-            if task.done() and self._inflight is task:
-                self._inflight = None
+        return await self._fetching.run()
 
     async def _load(self) -> bool:
         self.fetches += 1

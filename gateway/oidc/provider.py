@@ -3,7 +3,6 @@ sign-in is here, with timeouts and size limits; answers are checked before anyth
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import json
 import logging
@@ -15,6 +14,7 @@ from urllib.parse import quote, urlsplit
 
 import aiohttp
 
+from gateway.background import SingleFlight
 from gateway.jwks import read_at_most
 
 log = logging.getLogger(__name__)
@@ -94,7 +94,7 @@ class Provider:
         self._metadata: ProviderMetadata | None = None
         self._fetched_at = -float("inf")
         self._failed_at = -float("inf")
-        self._inflight: asyncio.Task[ProviderMetadata] | None = None
+        self._discovery = SingleFlight(self._discover, name="oidc-discovery")
 
     async def open(self) -> None:
         self.session = aiohttp.ClientSession(timeout=TIMEOUT)
@@ -113,16 +113,10 @@ class Provider:
         now = self._clock()
         if self._metadata is not None and now - self._fetched_at < DISCOVERY_TTL:
             return self._metadata
-        if self._inflight is None:
-            if self._metadata is None and now - self._failed_at < DISCOVERY_RETRY:
-                raise ProviderError("discovery_unavailable")
-            self._inflight = asyncio.get_running_loop().create_task(self._discover(), name="oidc-discovery")
-        task = self._inflight
-        try:
-            return await asyncio.shield(task)
-        finally:
-            if task.done() and self._inflight is task:
-                self._inflight = None
+        recently_failed = self._metadata is None and now - self._failed_at < DISCOVERY_RETRY
+        if recently_failed and not self._discovery.running:
+            raise ProviderError("discovery_unavailable")
+        return await self._discovery.run()
 
     async def _discover(self) -> ProviderMetadata:
         url = self.issuer.rstrip("/") + "/.well-known/openid-configuration"
