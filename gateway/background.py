@@ -33,6 +33,16 @@ async def stop(task: asyncio.Task[None]) -> None:
         await task
 
 
+def raise_if_cancelled() -> None:
+    """Python 3.11's asyncio.wait_for, which redis-py uses to send commands and read replies, can
+    swallow a cancellation that arrives just as the awaited call completes (fixed in 3.12); the task
+    still counts as cancelling. A loop around such calls checks once a round, or `stop` could wait
+    for it forever."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
+
+
 def _finished(task: asyncio.Task[Any]) -> None:
     _running.discard(task)
     if task.cancelled():

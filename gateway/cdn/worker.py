@@ -17,6 +17,7 @@ from typing import Final, Protocol
 
 from redis.exceptions import ResponseError
 
+from gateway.background import raise_if_cancelled
 from gateway.cdn.adapters import Purger
 from gateway.cdn.queue import PurgeQueue, QueuedPurge
 from gateway.metrics import Metrics
@@ -91,6 +92,7 @@ class PurgeWorker:
         """Until cancelled. Redis trouble is logged and waited out; nothing is acknowledged unsent."""
         trouble = 0
         while True:
+            raise_if_cancelled()
             try:
                 if not self._prepared:
                     await self.queue.prepare()

@@ -20,6 +20,7 @@ from typing import Any, Final
 
 from redis.asyncio.cluster import RedisCluster
 
+from gateway.background import raise_if_cancelled
 from gateway.models import UserIdentity
 from gateway.state.redis import UNAVAILABLE, RedisClient
 
@@ -117,6 +118,7 @@ class RevokedSessions:
             return
         failures = 0
         while True:
+            raise_if_cancelled()
             pubsub: Any = None
             try:
                 if isinstance(client, RedisCluster):
@@ -143,8 +145,10 @@ class RevokedSessions:
     async def _receive(self, pubsub: Any, client: RedisClient) -> None:
         while True:
             message = await pubsub.get_message(timeout=PING_INTERVAL)
+            raise_if_cancelled()
             if message is None:
                 await pubsub.ping()
+                raise_if_cancelled()
                 continue
             if message["type"] == "subscribe":
                 # Whatever was published while we were not listening is in the sorted set.

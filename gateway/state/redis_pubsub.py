@@ -10,6 +10,7 @@ from typing import Any
 
 from redis.asyncio.cluster import RedisCluster
 
+from gateway.background import raise_if_cancelled
 from gateway.state.base import Subscriber
 from gateway.state.redis_client import INVALIDATION_CHANNEL, UNAVAILABLE, RedisClient
 
@@ -26,12 +27,12 @@ async def listen(client: RedisClient, subscriber: Subscriber) -> None:
     as it says and subscribe again."""
     tries = 0  # picks the Cluster node to try, so a dead node is not tried forever
     while True:
-        _raise_if_cancelled()
+        raise_if_cancelled()
         pubsub: Any = None
         try:
             pubsub = await _pubsub(client, tries)
             await pubsub.subscribe(INVALIDATION_CHANNEL)
-            _raise_if_cancelled()
+            raise_if_cancelled()
             await _receive(pubsub, subscriber)
         except (*UNAVAILABLE, SubscriptionSilent) as exc:
             pause = subscriber.on_lost(f"{type(exc).__name__}: {str(exc)[:200]}")
@@ -63,13 +64,13 @@ async def _receive(pubsub: Any, subscriber: Subscriber) -> None:
     heard = clock()
     while True:
         message = await pubsub.get_message(timeout=ping_interval)
-        _raise_if_cancelled()
+        raise_if_cancelled()
         now = clock()
         if message is None:
             if now - heard > 1.5 * ping_interval:
                 raise SubscriptionSilent(f"no answer for {now - heard:.1f}s")
             await pubsub.ping()
-            _raise_if_cancelled()
+            raise_if_cancelled()
             continue
         heard = now
         kind = message["type"]
@@ -81,15 +82,6 @@ async def _receive(pubsub: Any, subscriber: Subscriber) -> None:
         elif kind == "message":
             data = message["data"]
             subscriber.on_announced(data.decode("utf-8", "replace") if isinstance(data, bytes) else data)
-
-
-def _raise_if_cancelled() -> None:
-    """Python 3.11's asyncio.wait_for, which redis-py uses to send commands, can swallow a
-    cancellation that arrives just as the send completes (fixed in 3.12); the task still counts
-    as cancelling, so check, or stopping the listener could wait forever."""
-    task = asyncio.current_task()
-    if task is not None and task.cancelling():
-        raise asyncio.CancelledError
 
 
 async def _close(pubsub: Any) -> None:

@@ -14,7 +14,7 @@ import pytest
 from gateway.background import spawn, stop
 from gateway.cdn.adapters import HttpPurger
 from gateway.cdn.plan import PurgeKind
-from gateway.cdn.queue import PURGE_GROUP, PURGE_STREAM, RedisPurgeQueue
+from gateway.cdn.queue import PURGE_GROUP, PURGE_STREAM, QueuedPurge, RedisPurgeQueue
 from gateway.cdn.worker import PurgeWorker
 from gateway.metrics import Metrics
 from gateway.models import AssetRecord
@@ -190,6 +190,37 @@ async def test_an_outage_loses_nothing_and_two_gateways_send_each_purge_once(
     sent = Counter(cdn.confirmed())
     assert set(sent) == {f"asset-x{i}" for i in range(60)}
     assert set(sent.values()) == {1}, "a purge was confirmed twice"
+
+
+class SwallowingQueue(RedisPurgeQueue):
+    """Does what Python 3.11's asyncio.wait_for inside redis-py does now and then: a cancellation
+    that lands in a read is lost, the read returns, and the task still counts as cancelling."""
+
+    def __init__(self, client: object) -> None:
+        super().__init__(client)
+        self.reading = asyncio.Event()
+
+    async def read(self, consumer: str, count: int, block: float) -> list[QueuedPurge]:
+        self.reading.set()
+        try:
+            return await super().read(consumer, count, block)
+        except asyncio.CancelledError:
+            return []
+
+
+async def test_a_cancellation_a_read_swallowed_still_stops_the_worker(
+    store: RedisAssetStore, cdn: RecordingCdn
+) -> None:
+    queue = SwallowingQueue(store.client)
+    purges = PurgeWorker(queue, HttpPurger(cdn.url, "Surrogate-Key"), consumer="g1")
+    task = spawn(purges.run(), name="purges-g1")
+    await queue.reading.wait()  # the worker is inside the blocking read
+    task.cancel()
+    try:
+        await asyncio.wait({task}, timeout=5)  # waits without cancelling again
+    finally:
+        await purges.purger.close()
+    assert task.cancelled(), "the worker went on after it was cancelled"
 
 
 async def _step_until_empty(purges: PurgeWorker, store: RedisAssetStore) -> bool:
