@@ -3,8 +3,14 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
+from hypothesis import settings
 
 from tests.servers import RedisServer, S3Server, run_redis, run_s3
+
+# Property tests check what is answered, never how fast: Hypothesis's per-example deadline would
+# be a timed assertion that a busy CI machine fails now and then.
+settings.register_profile("no-deadline", deadline=None)
+settings.load_profile("no-deadline")
 
 
 @pytest.fixture(autouse=True)
