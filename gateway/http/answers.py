@@ -1,4 +1,5 @@
-"""The finished-answer cache for warm `/media` requests (direct answers only, never `/auth`).
+"""The finished-answer cache for warm requests: direct `/media` answers and nginx's `/auth` answers,
+each under its own key (the endpoint is part of it).
 
 A full evaluation (parse → identify → lookup → decide → respond) is a function of the request's
 method, raw path and query, a handful of headers, whether the peer is a trusted proxy, whether the
@@ -14,7 +15,8 @@ and keeps with it the exact objects it was computed from and the instant it stop
   fresh answer carries another URL);
 * for a served file, the presigned URL itself, compared on every hit with the one the presigner
   hands out now (which also catches rotated credentials), and `Cache-Control: public, max-age=` is
-  recomputed from the URL's expiry by the responder, which owns that rule.
+  recomputed from the URL's expiry by the responder, which owns that rule (an `/auth` answer carries
+it as `X-Asset-Cache-Control`, recomputed the same way).
 
 The key is derived from the parser's own declaration of the headers it reads
 (`RequestParser.HEADERS`, and `PROXY_HEADERS` from a trusted proxy), so a new token source cannot be
@@ -51,7 +53,11 @@ MAX_KEY_CHARS: Final = 4096
 _HEADERS: Final = RequestParser.HEADERS
 _PROXY_HEADERS: Final = RequestParser.PROXY_HEADERS
 
-# method, raw path, raw query, peer trusted, secure, then the value of each header in
+# Where each endpoint's answer carries the served file's Cache-Control: `/auth` hands nginx the
+# direct answer's headers prefixed with X-Asset- (gateway.http.auth_request).
+CACHE_CONTROL_HEADERS: Final = {"media": "Cache-Control", "auth": "X-Asset-Cache-Control"}
+
+# endpoint, method, raw path, raw query, peer trusted, secure, then the value of each header in
 # RequestParser.HEADERS and (None unless the peer is trusted) RequestParser.PROXY_HEADERS.
 Key = tuple[str | bool | None, ...]
 
@@ -114,7 +120,7 @@ class CachedAnswer:
         self.access = access
         self.url = url  # SERVE with a presigned URL: the URL the answer carries
         self.url_expires_at = url_expires_at  # public SERVE: recompute max-age from this
-        self.cache_control_at = cache_control_at  # index of Cache-Control in `headers`
+        self.cache_control_at = cache_control_at  # index of the Cache-Control (or X-Asset-) header
         self.host = host
         self.subject = subject
         self.preview = preview
@@ -128,10 +134,13 @@ def answer_key(
     headers: Mapping[str, str],
     trusted: bool,
     secure: bool,
+    *,
+    endpoint: str,
 ) -> Key | None:
-    """Everything of the request that parsing reads, or None when it is too long to keep."""
+    """Everything of the request that parsing reads, or None when it is too long to keep.
+    `endpoint` ("media" or "auth") keeps the two renderings of one decision apart."""
     size = len(raw_path) + len(raw_query)
-    key: list[str | bool | None] = [method, raw_path, raw_query, trusted, secure]
+    key: list[str | bool | None] = [endpoint, method, raw_path, raw_query, trusted, secure]
     for name in _HEADERS:
         value = headers.get(name)
         if value is not None:
@@ -221,10 +230,8 @@ class AnswerCache:
         headers = entry.headers
         if entry.url_expires_at is not None and entry.cache_control_at is not None:
             listed = list(headers)
-            listed[entry.cache_control_at] = (
-                "Cache-Control",
-                responder.cache_control_until(entry.url_expires_at, now),
-            )
+            name = listed[entry.cache_control_at][0]
+            listed[entry.cache_control_at] = (name, responder.cache_control_until(entry.url_expires_at, now))
             return web.Response(status=entry.status, body=entry.body, headers=listed)
         return web.Response(status=entry.status, body=entry.body, headers=headers)
 
@@ -244,6 +251,8 @@ class AnswerCache:
         )  # fmt: skip
         if type(response) is not web.Response or not OUTCOMES[decision.action].cacheable:
             return False
+        if response.cookies:
+            return False  # a stored answer is rebuilt from its headers: a cookie would be lost
         if record is not None and record.replacement_id is not None:
             return False
         body = response.body
@@ -274,9 +283,10 @@ class AnswerCache:
                     return False  # the answer does not carry the URL we would check against
             if not decision.private:
                 names = [name for name, _ in headers]
-                if names.count("Cache-Control") != 1:
+                cache_control = CACHE_CONTROL_HEADERS[str(key[0])]
+                if names.count(cache_control) != 1:
                     return False
-                cache_control_at = names.index("Cache-Control")
+                cache_control_at = names.index(cache_control)
                 if headers[cache_control_at][1] != responder.cache_control_until(expires_at, now):
                     return False  # not the max-age we would recompute: do not guess
                 url_expires_at = expires_at

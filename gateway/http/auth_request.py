@@ -26,7 +26,7 @@ from aiohttp import web
 
 from gateway.cdn.tags import key_header_value
 from gateway.http.context import Gateway
-from gateway.http.public import answer, render_direct
+from gateway.http.public import answer_warm, render_direct
 from gateway.models import Action, HostKind
 from gateway.pipeline import Evaluated, Refused
 from gateway.responses import ASSET_LOCATION
@@ -49,7 +49,7 @@ async def handle_auth(request: web.Request) -> web.StreamResponse:
         _warn_missing_uri()
     method = request.headers.get(ORIGINAL_METHOD, "GET").strip().upper() or "GET"
     path, _, query = original.partition("?")
-    return await answer(request, "auth", method, path, query, render_auth)
+    return await answer_warm(request, "auth", method, path, query, render_auth)
 
 
 def render_auth(gateway: Gateway, result: Evaluated | Refused) -> web.StreamResponse:

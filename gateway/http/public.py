@@ -1,7 +1,7 @@
 """The public listener: `GET|HEAD /media/{id}/{filename}` and the legacy `/government/uploads/...`
 URLs (DESIGN 2.8). Gathers the request's inputs, runs the pipeline (gateway.pipeline), renders its
-result, then logs and counts the answer; failures become bare statuses. Warm `/media` requests may
-be answered from the answer cache (gateway.http.answers)."""
+result, then logs and counts the answer; failures become bare statuses. Warm `/media` (and `/auth`)
+requests may be answered from the answer cache (gateway.http.answers)."""
 
 from __future__ import annotations
 
@@ -48,10 +48,18 @@ def steps(gateway: Gateway) -> Steps:
 async def handle_media(request: web.Request) -> web.StreamResponse:
     url = request.rel_url
     method, raw_path, raw_query = request.method, url.raw_path, url.raw_query_string
+    return await answer_warm(request, "media", method, raw_path, raw_query, render_direct)
+
+
+async def answer_warm(
+    request: web.Request, endpoint: str, method: str, raw_path: str, raw_query: str, render: Render
+) -> web.StreamResponse:
+    """`answer`, from the answer cache when it holds exactly what a full evaluation would give
+    (gateway.http.answers); otherwise in full, offering the result to the cache."""
     key: Key | None = None
     if request.app[GATEWAY].answers is not None:
         try:
-            key, cached = _cached_answer(request, method, raw_path, raw_query)
+            key, cached = _cached_answer(request, endpoint, method, raw_path, raw_query)
         except Exception:
             # A bug in the shortcut must not lose the request: the full evaluation still answers,
             # logs and counts it.
@@ -59,11 +67,11 @@ async def handle_media(request: web.Request) -> web.StreamResponse:
             key, cached = None, None
         if cached is not None:
             return cached
-    return await answer(request, "media", method, raw_path, raw_query, render_direct, answer_key=key)
+    return await answer(request, endpoint, method, raw_path, raw_query, render, answer_key=key)
 
 
 def _cached_answer(
-    request: web.Request, method: str, raw_path: str, raw_query: str
+    request: web.Request, endpoint: str, method: str, raw_path: str, raw_query: str
 ) -> tuple[Key | None, web.StreamResponse | None]:
     """The answer cache's key for this request, and its stored answer (logged and counted) if
     that is still exactly what a full evaluation would give."""
@@ -78,6 +86,7 @@ def _cached_answer(
         request.headers,
         gateway.parser.is_trusted(request.remote),
         request.secure,
+        endpoint=endpoint,
     )
     if key is None:
         return None, None
@@ -89,8 +98,8 @@ def _cached_answer(
     response = answers.response(entry, now, gateway.responder)
     rid = request_id(request, gateway.settings)
     response.headers["X-Request-Id"] = rid
-    fields = access_fields(rid, "media", method, raw_path, entry.status, cached=entry)
-    _log_and_count(gateway, request, "media", fields, entry.decision.rule, started)
+    fields = access_fields(rid, endpoint, method, raw_path, entry.status, cached=entry)
+    _log_and_count(gateway, request, endpoint, fields, entry.decision.rule, started)
     return key, response
 
 
@@ -122,8 +131,8 @@ async def answer(
     answer_key: Key | None = None,
 ) -> web.StreamResponse:
     """Run the pipeline for (method, path, query) with the request's headers, render the result,
-    then log and count it. Shared by `/media/...` and nginx's `/auth` subrequests. With an
-    `answer_key` (direct /media answers only) the answer is offered to the answer cache."""
+    then log and count it. Shared by `/media/...`, legacy URLs and nginx's `/auth` subrequests. With
+    an `answer_key` the answer is offered to the answer cache."""
     gateway = request.app[GATEWAY]
     started = time.perf_counter()
     rid = request_id(request, gateway.settings)

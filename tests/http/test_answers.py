@@ -25,6 +25,7 @@ from multidict import CIMultiDict
 
 from gateway.app import build_gateway, create_public_app
 from gateway.http.answers import MAX_KEY_CHARS, AnswerCache, answer_key
+from gateway.http.auth_request import handle_auth
 from gateway.http.context import GATEWAY, Gateway
 from gateway.http.public import handle_media
 from gateway.models import AssetRecord
@@ -157,13 +158,19 @@ class Pair:
         *,
         peer: str | None = "203.0.113.9",
         secure: bool = False,
+        auth: bool = False,
     ) -> tuple[Any, Any]:
+        """The request to both gateways, directly or (`auth`) as nginx's auth subrequest for it."""
         answers = []
+        if auth:
+            headers = {**headers, "X-Original-URI": path, "X-Original-Method": method}
+            method, path = "GET", "/auth"
         for app in self.apps:
             request = make_mocked_request(
                 method, path, headers=CIMultiDict(headers), app=app, transport=_transport(peer, secure)
             )
-            answers.append(shape(await handle_media(request)))
+            handler = handle_auth if auth else handle_media
+            answers.append(shape(await handler(request)))
         self.answered += 1
         return answers[0], answers[1]
 
@@ -282,7 +289,9 @@ async def test_random_walk_answers_equal_full_evaluation(
         return method, path + (f"?{query}" if query else ""), headers, peer, secure
 
     recent: list[tuple[str, str, dict[str, str], str | None, bool]] = []
+    nginx = random.Random(7)  # which requests also arrive as nginx's auth subrequest
     served: collections.Counter[tuple[int, str]] = collections.Counter()
+    auth_served: collections.Counter[tuple[int, str]] = collections.Counter()
     for step in range(2500):
         roll = rng.random()
         if roll < 0.03:
@@ -309,17 +318,27 @@ async def test_random_walk_answers_equal_full_evaluation(
                 request = random_request()
                 recent = [*recent[-40:], request]
             method, path, headers, peer, secure = request
-            hits = pair.answers.hits
-            cached, plain = await pair.both(method, path, headers, peer=peer, secure=secure)
-            assert cached == plain, (step, method, path, headers, peer, secure)
-            if pair.answers.hits > hits:
-                status = 302 if cached[0] == 200 else cached[0]  # accel serves with a 200
-                served[(status, dict(cached[1]).get("Cache-Control", "").split(",")[0])] += 1
+            for auth in (False, True) if nginx.random() < 0.4 else (False,):
+                hits = pair.answers.hits
+                cached, plain = await pair.both(method, path, headers, peer=peer, secure=secure, auth=auth)
+                assert cached == plain, (step, method, path, headers, peer, secure, auth)
+                if pair.answers.hits == hits:
+                    continue
+                answer = dict(cached[1])
+                if auth:
+                    auth_served[
+                        (int(answer["X-Asset-Status"]), answer.get("X-Asset-Cache-Control", "").split(",")[0])
+                    ] += 1
+                else:
+                    status = 302 if cached[0] == 200 else cached[0]  # accel serves with a 200
+                    served[(status, answer.get("Cache-Control", "").split(",")[0])] += 1
     # The walk reached every kind of answer and the cache really answered a good share.
     assert pair.answers.hits > 300, pair.answers.hits
     assert pair.answers.stored > 150, pair.answers.stored
     for kind in ((302, "public"), (302, "private"), (304, "public"), (304, "private"), (404, "private")):
-        assert served[kind] >= 3, served
+        assert served[kind] >= 3, (served, auth_served)
+    for kind in ((200, "public"), (200, "private"), (302, "private"), (404, "private")):
+        assert auth_served[kind] >= 3, auth_served
 
 
 # ---- targeted: what ends a cached answer
@@ -535,19 +554,24 @@ async def test_a_clock_stepping_back_misses(pair: Pair) -> None:
 
 def test_answer_key_holds_forwarded_headers_only_from_a_trusted_peer() -> None:
     headers = {"Host": LIVE, "X-Forwarded-Proto": "https", "X-Forwarded-Host": DRAFT, "Cookie": "a=b"}
-    untrusted = answer_key("GET", "/media/a/b", "q=1", headers, False, False)
-    trusted = answer_key("GET", "/media/a/b", "q=1", headers, True, False)
+    untrusted = answer_key("GET", "/media/a/b", "q=1", headers, False, False, endpoint="media")
+    trusted = answer_key("GET", "/media/a/b", "q=1", headers, True, False, endpoint="media")
     assert untrusted is not None and trusted is not None
     assert "https" not in untrusted and DRAFT not in untrusted
     assert "https" in trusted and DRAFT in trusted
-    assert untrusted != answer_key("GET", "/media/a/b", "q=1", headers, False, True)  # secure
-    assert untrusted != answer_key("HEAD", "/media/a/b", "q=1", headers, False, False)
-    assert untrusted != answer_key("GET", "/media/a/b", "q=2", headers, False, False)
+    assert untrusted != answer_key(
+        "GET", "/media/a/b", "q=1", headers, False, True, endpoint="media"
+    )  # secure
+    assert untrusted != answer_key("HEAD", "/media/a/b", "q=1", headers, False, False, endpoint="media")
+    assert untrusted != answer_key("GET", "/media/a/b", "q=2", headers, False, False, endpoint="media")
+    assert untrusted != answer_key("GET", "/media/a/b", "q=1", headers, False, False, endpoint="auth")
     for name in ("Host", "Cookie", "Authorization", "If-None-Match", *RequestParser.HEADERS):
-        assert untrusted != answer_key("GET", "/media/a/b", "q=1", {**headers, name: "x"}, False, False)
+        assert untrusted != answer_key(
+            "GET", "/media/a/b", "q=1", {**headers, name: "x"}, False, False, endpoint="media"
+        )
     for name in RequestParser.PROXY_HEADERS:  # what the parser reads from a trusted proxy only
         changed = {**headers, name: "x"}
-        assert trusted != answer_key("GET", "/media/a/b", "q=1", changed, True, False)
-        assert untrusted == answer_key("GET", "/media/a/b", "q=1", changed, False, False)
+        assert trusted != answer_key("GET", "/media/a/b", "q=1", changed, True, False, endpoint="media")
+        assert untrusted == answer_key("GET", "/media/a/b", "q=1", changed, False, False, endpoint="media")
     long = {"Authorization": "Bearer " + "x" * MAX_KEY_CHARS}
-    assert answer_key("GET", "/media/a/b", "", long, False, False) is None
+    assert answer_key("GET", "/media/a/b", "", long, False, False, endpoint="media") is None
