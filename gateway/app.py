@@ -24,8 +24,8 @@ from gateway.http.admin import (
 )
 from gateway.http.answers import ANSWER_CACHE_SIZE, AnswerCache
 from gateway.http.context import GATEWAY, Gateway
-from gateway.http.public import handle_legacy, handle_media
-from gateway.http.runner import LIMITS, SERVER_HEADER
+from gateway.http.public import answer_before_routing, handle_legacy, handle_media
+from gateway.http.runner import LIMITS, SERVER_HEADER, SHORTCUT
 from gateway.jwks import RemoteKeySet
 from gateway.legacy import LEGACY_PREFIX
 from gateway.metrics import Metrics
@@ -119,6 +119,11 @@ def create_public_app(gateway: Gateway) -> web.Application:
     # so every answer is ours: no-store, request id, access line.
     app.router.add_route("*", LEGACY_PREFIX + r"{tail:[\s\S]*}", handle_legacy)
     app.router.add_route("*", r"/{tail:[\s\S]*}", handle_media)
+
+    def warm_hit(request: web.Request) -> web.StreamResponse | None:
+        return answer_before_routing(gateway, request)
+
+    app[SHORTCUT] = warm_hit  # answer-cache hits skip routing
 
     async def close_store(app: web.Application) -> AsyncIterator[None]:
         yield

@@ -17,8 +17,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from http import HTTPStatus
-from typing import Any
+from typing import Any, cast
 
 from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
@@ -33,6 +34,10 @@ SERVER_HEADER = "asset-gateway"
 NO_STORE = "private, no-store"
 # Each listener's limits, set by its app factory; a listener without them gets the defaults.
 LIMITS = web.AppKey("listener_limits", ListenerLimits)
+# A listener's shortcut: called with each request before routing; a response it returns is the
+# answer, None routes the request as usual (the public listener's answer-cache hits).
+Shortcut = Callable[[web.Request], "web.StreamResponse | None"]
+SHORTCUT: web.AppKey[Shortcut] = web.AppKey("listener_shortcut")
 DEFAULT_LIMITS = listener_limits(Settings(), admin=False)
 
 
@@ -170,6 +175,16 @@ class GatewayRunner(web.AppRunner):
         server.limits = self.limits
         server.name = self.name
         server.open_connections = server.refused = server.timed_out = 0
+        shortcut = self.app.get(SHORTCUT)
+        if shortcut is not None:
+            routed = server.request_handler
+
+            async def handle(request: BaseRequest) -> web.StreamResponse:
+                # The application's request factory makes every request a web.Request.
+                answer = shortcut(cast(web.Request, request))
+                return answer if answer is not None else await routed(request)
+
+            server.request_handler = handle
         return server
 
     @property

@@ -6,7 +6,7 @@ import logging
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
-from aiohttp import ClientSession
+from aiohttp import ClientResponse, ClientSession
 
 from tests.http.conftest import DRAFT, LIVE, LOGIN_URL, Keys, RunningGateway
 
@@ -446,3 +446,41 @@ async def test_the_access_line_names_the_client_its_agent_and_its_trace(
     assert line["client_ip"] == "198.51.100.4"
     assert line["user_agent"] == ("agent/" + "x" * 500)[:200]
     assert line["trace_id"] == "0af7651916cd43dd8448eb211c80319c"
+
+
+# ---- warm hits answered before routing (gateway.http.public.answer_before_routing)
+
+
+def _shape(response: ClientResponse) -> tuple[int, dict[str, str]]:
+    """Status and headers, but those that differ per response (max-age may tick between two)."""
+    headers = {k.lower(): v for k, v in response.headers.items()}
+    for name in ("x-request-id", "date"):
+        headers.pop(name)
+    headers["cache-control"] = headers["cache-control"].partition("max-age=")[0]
+    return response.status, headers
+
+
+async def test_a_warm_hit_answered_before_routing_is_the_routed_answer(running: RunningGateway) -> None:
+    await running.put(id="hot1", filename="a.pdf")
+    answers = running.gateway.answers
+    assert answers is not None
+    first = await running.get("/media/hot1/a.pdf")
+    hits = answers.hits
+    second = await running.get("/media/hot1/a.pdf")
+    assert answers.hits == hits + 1  # the second came from the answer cache
+    assert _shape(second) == _shape(first)
+    assert second.headers["Server"] == "asset-gateway"
+    assert second.headers["X-Request-Id"] != first.headers["X-Request-Id"]
+
+
+async def test_paths_routed_elsewhere_never_take_the_shortcut(running: RunningGateway) -> None:
+    """Only `handle_media` stores "media" answers, so `/auth` and legacy URLs still reach their
+    own handlers however often they are asked."""
+    await running.put(id="hot2", filename="a.pdf")
+    auth = {"X-Original-URI": "/media/hot2/a.pdf", "X-Original-Method": "GET"}
+    for _ in range(3):
+        response = await running.get("/auth", **auth)
+        assert response.status == 204 and response.headers["X-Asset-Status"] == "200"
+    for _ in range(3):
+        response = await running.get("/government/uploads/system/uploads/attachment_data/file/1/x.pdf")
+        assert response.status == 404
