@@ -491,8 +491,9 @@ def table(report: Report) -> str:
                  f"32 connections, wrk -t1; p99 target < {P99_TARGET_MS:g} ms (! = missed)")  # fmt: skip
     lines += ["", f"{'target':58} {'measured':>9}  {'target':>8}", "-" * 80]
     for check in checks(report):
-        value = "-" if check.value is None else f"{check.value:.2f}{check.unit}"
-        bound = f"{'≥' if check.at_least else '≤'} {check.target:g}{check.unit}"
+        digits = 0 if check.unit else 2  # bytes whole, ratios to two places
+        value = "-" if check.value is None else f"{check.value:.{digits}f}{check.unit}"
+        bound = f"{'≥' if check.at_least else '≤'} {check.target:.{digits}f}{check.unit}"
         lines.append(f"{check.name:58} {value:>9}  {bound:>8} {check.verdict}")
     return "\n".join(lines)
 
@@ -534,7 +535,7 @@ def checks(report: Report) -> list[Check]:
         found.append(Check(f"RSS per cached record at {records:,} records", rss and rss["bytes_per_record"],
                            RSS_TARGET_BYTES, at_least=False, unit=" B"))  # fmt: skip
     floor, gateway = report.latency.get("floor"), report.latency.get("gateway")
-    rate = f"{floor.rate:.0f} req/s" if floor else "half the floor's req/s"
+    rate = f"{floor.rate:.0f} req/s" if floor else "half floor rate"
     p99 = gateway.p99_ms / floor.p99_ms if floor and gateway else None
     name = f"open loop at {rate}: gateway p99 / floor p99"
     found.append(Check(name, p99, LATENCY_P99_TARGET, at_least=False))
