@@ -53,7 +53,7 @@ test: lint servers idp
 
 # The gateway against the bare-aiohttp floor (and nginx against a static 204): docs/benchmarks.md.
 bench: $(STAMP) servers
-	@scripts/ensure-packages.sh "make bench" wrk:wrk taskset:util-linux
+	@scripts/ensure-packages.sh "make bench" wrk:wrk h2load:nghttp2-client taskset:util-linux
 	$(BIN)/python -m bench.run
 
 # The fault test for longer (CHAOS_SECONDS=120, CHAOS_READERS=6, CHAOS_IDS=8, CHAOS_CACHE_TTL=3,

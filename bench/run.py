@@ -5,6 +5,7 @@ both and the ratio stays meaningful. Servers run as subprocesses pinned to one C
 nginx) to another; all traffic stays on 127.0.0.1.
 
     python -m bench.run [--seconds 6] [--warmup 2] [--only floor,public,...] [--json FILE]
+    python -m bench.run --only auth,rss,latency --seconds 3 --warmup 1   # a few rows, quickly
     python -m bench.run --only public --baseline /tmp/tree-before   # A/B: a lever on and off
 
 `--baseline DIR` names a copy of the tree (a directory holding `gateway/`) taken before a change:
@@ -15,12 +16,12 @@ each gateway row then runs twice, the copy right after the current tree, so both
 from __future__ import annotations
 
 import argparse
+import functools
 import http.client
 import json
 import os
 import platform
 import re
-import subprocess
 import sys
 import tempfile
 import time
@@ -32,8 +33,10 @@ from typing import Any
 
 import redis
 
-from bench import fixtures, visibility
+from bench import fixtures, ingest, memory, visibility
 from bench.load import Result, run_wrk
+from bench.openloop import Latency, run_h2load
+from bench.openloop import describe as describe_latency
 from bench.servers import (
     Placement,
     children,
@@ -47,11 +50,26 @@ from bench.servers import (
 
 PYTHON = sys.executable
 COLD_ASSETS = 2048
-RSS_RECORDS = 100_000
+RSS_SIZES = {"rss": 100_000, "rss1m": 1_000_000}
+INGEST_RECORDS = 100_000
 VISIBILITY_WRITES = 200
-SCENARIOS = ("floor", "public", "restricted", "cold", "nginx", "workers", "rss", "visibility")
-TARGETS = {"public": 0.60, "restricted": 0.50, "cold": 0.35}
+SCENARIOS = ("floor", "public", "restricted", "cold", "auth", "nginx", "workers", "rss", "rss1m", "latency",
+             "ingest", "visibility")  # fmt: skip
+TARGETS = {"public": 0.75, "restricted": 0.70, "cold": 0.45}  # req/s over the floor's, at least
+AUTH_CPU_TARGET = 1.10  # gateway CPU per /auth subrequest over CPU per warm /media, at most
+RSS_TARGET_BYTES = 600  # per cached record, at most
+LATENCY_P99_TARGET = 1.5  # open-loop p99 at half the floor's req/s, gateway over floor, at most
 P99_TARGET_MS = 5.0
+# What nginx's /_asset_auth location sends (nginx/auth_request.conf.template), for a browser's GET of
+# a public file; X-Request-Id stands for nginx's $request_id (32 hex digits).
+AUTH_SUBREQUEST = {
+    "Host": fixtures.LIVE_HOST,
+    "X-Original-Method": "GET",
+    "X-Forwarded-Proto": "http",
+    "X-Forwarded-Host": fixtures.LIVE_HOST,
+    "X-Forwarded-For": "127.0.0.1",
+    "X-Request-Id": "5f2b8c0e9d7a4b6c8e1f3a5d7b9c0e2f",
+}
 
 
 @dataclass
@@ -67,7 +85,9 @@ class Row:
 @dataclass
 class Report:
     rows: dict[str, Row] = field(default_factory=dict)
-    rss: dict[str, float] = field(default_factory=dict)
+    rss: dict[str, dict[str, float]] = field(default_factory=dict)  # by record count
+    latency: dict[str, Latency] = field(default_factory=dict)  # "floor", "gateway"
+    ingest: dict[str, Any] = field(default_factory=dict)
     visibility: dict[str, Any] = field(default_factory=dict)
     placement: str = ""
     seconds: float = 0.0
@@ -127,6 +147,7 @@ class Bench:
         self.env = fixtures.server_env(directory)
         self.identity = fixtures.make_identity(directory)
         self.redis_url = ""
+        self.redis_port = 0
         # Where presigned URLs point: nothing listens there except during the nginx row, whose
         # nginx plays S3 with a static 204 (the gateway itself never talks to S3).
         self.s3_port = free_port()
@@ -138,7 +159,7 @@ class Bench:
         data = self.directory / "redis"
         data.mkdir(exist_ok=True)
         with running(redis_command(port, data, self.placement.load), port=port):
-            self.redis_url = f"redis://127.0.0.1:{port}/0"
+            self.redis_url, self.redis_port = f"redis://127.0.0.1:{port}/0", port
             client = redis.Redis(port=port)
             try:
                 yield client
@@ -245,7 +266,7 @@ def run(args: argparse.Namespace) -> Report:
         trees = [("", main_tree)]
         if args.baseline:
             trees.append((" [baseline]", Path(args.baseline).resolve()))
-        if wanted & {"public", "restricted", "nginx"}:
+        if wanted & {"public", "restricted", "nginx", "auth"}:
             for label, tree in trees:
                 bench.tree = tree
                 key = "" if not label else "_baseline"
@@ -255,7 +276,7 @@ def run(args: argparse.Namespace) -> Report:
                         raise RuntimeError(f"warm public: not a presigned redirect: {answer}")
                     expect(port, restricted_path, bearer, 302, "warm restricted with token")
                     expect(port, restricted_path, live, 404, "warm restricted without token")
-                    if "public" in wanted:
+                    if wanted & {"public", "auth"}:
                         say(f"gateway: warm public{label} ...", flush=True)
                         result, cpu = bench.measure(port, pids, path=public_path, headers=live)
                         report.add(f"public{key}", Row(f"gateway warm public{label}", result, cpu,
@@ -266,6 +287,15 @@ def run(args: argparse.Namespace) -> Report:
                         row = Row(f"gateway warm restricted (RS256 token){label}", result, cpu,
                                   target=TARGETS["restricted"])  # fmt: skip
                         report.add(f"restricted{key}", row)
+                    if "auth" in wanted:
+                        say(f"gateway: GET /auth as nginx asks it{label} ...", flush=True)
+                        asked = {**AUTH_SUBREQUEST, "X-Original-URI": public_path}
+                        answer = expect(port, "/auth", asked, 204, "GET /auth")
+                        if "x-asset-location" not in answer:
+                            raise RuntimeError(f"GET /auth: no X-Asset-Location: {answer}")
+                        result, cpu = bench.measure(port, pids, path="/auth", headers=asked)
+                        name = f"gateway GET /auth (nginx subrequest){label}"
+                        report.add(f"auth{key}", Row(name, result, cpu, note="same process as warm public"))
                     if "nginx" in wanted and not label:
                         nginx_rows(bench, report, port, pids, public_path, live, say)
 
@@ -294,16 +324,49 @@ def run(args: argparse.Namespace) -> Report:
                         note="ratio to --workers 1" if workers == 2 else "shares 2 CPUs with wrk",
                     ))  # fmt: skip
 
-        if "rss" in wanted:
-            say(f"gateway: RSS holding {RSS_RECORDS:,} cached records ...", flush=True)
-            fixtures.seed(client, [fixtures.bulk_id(n) for n in range(RSS_RECORDS)])
-            report.rss = measure_rss(bench)
+        if "latency" in wanted:
+            report.latency = open_loop(bench, report, public_path, live, say)
+
+        if wanted & set(RSS_SIZES):
+            sizes = memory.Memory(client, directory, bench.redis_url, bench.identity, bench.env)
+            for name, records in RSS_SIZES.items():
+                if name in wanted:
+                    say(f"gateway: RSS holding {records:,} cached records, Redis memory ...", flush=True)
+                    report.rss[str(records)] = sizes.measure(records)
+
+        if "ingest" in wanted:
+            say(f"asset import and reconcile of {INGEST_RECORDS:,} records ...", flush=True)
+            report.ingest = ingest.measure(
+                directory, bench.redis_port, bench.identity, bench.env, INGEST_RECORDS
+            )
 
         if "visibility" in wanted:
             say(f"two gateways: publish->visible over {VISIBILITY_WRITES} writes ...", flush=True)
             report.visibility = visibility.measure(directory, bench.redis_url, VISIBILITY_WRITES)
     report.elapsed = time.monotonic() - started
     return report
+
+
+def open_loop(
+    bench: Bench, report: Report, path: str, live: dict[str, str], say: Callable[..., None]
+) -> dict[str, Latency]:
+    """The floor, then the warm gateway, each at half the floor's closed-loop req/s (measured first
+    by the floor row): latency where neither is saturated, as a site sees it."""
+    floor = report.rows["floor"].result
+    assert floor is not None
+    rate = floor.rps / 2
+    load = functools.partial(
+        run_h2load, rate=rate, seconds=bench.seconds, warmup=bench.warmup, directory=bench.directory,
+        cpus=bench.placement.load, host=live["Host"],
+    )  # fmt: skip
+    found: dict[str, Latency] = {}
+    say(f"open loop: floor, then gateway warm public, at {rate:.0f} req/s (h2load) ...", flush=True)
+    with bench.floor(sample_location(bench.s3_endpoint)) as (port, _):
+        found["floor"] = load(f"http://127.0.0.1:{port}{path}")
+    with bench.gateway("latency", cpus=bench.placement.server) as (port, _):
+        expect(port, path, live, 302, "open-loop gateway")
+        found["gateway"] = load(f"http://127.0.0.1:{port}{path}")
+    return found
 
 
 NGINX_STATIC = """
@@ -374,22 +437,6 @@ def nginx_rows(
     report.add("nginx_auth", Row(auth_name, result, cpu, floor="nginx_static", note=note))
 
 
-def measure_rss(bench: Bench) -> dict[str, float]:
-    """A gateway process built by `serve`'s own factory, its cache filled through the store."""
-    config = fixtures.write_config(
-        bench.directory, "rss", port=free_port(), admin_port=free_port(), redis_url=bench.redis_url,
-        identity=bench.identity, cache_ttl=3600, cache_size=RSS_RECORDS,
-    )  # fmt: skip
-    done = subprocess.run(
-        [PYTHON, "-m", "bench.rss", "--config", str(config), "--records", str(RSS_RECORDS)],
-        env=bench.env, cwd=str(fixtures.REPO), capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
-    if done.returncode != 0:
-        raise RuntimeError(f"bench.rss failed: {done.stderr[-2000:]}")
-    result: dict[str, float] = json.loads(done.stdout.strip().splitlines()[-1])
-    return result
-
-
 # ---- output
 
 
@@ -434,17 +481,65 @@ def table(report: Report) -> str:
             f"{(f'{ratio:.2f}' if ratio is not None else '-'):>6} {verdict:>7} {cpu:>10} {cpu_ratio_text:>9}"
             f"{base}{'  ' + row.note if row.note else ''}{errors}"
         )
-    if report.rss:
-        rss = report.rss
-        lines.append(
-            f"RSS: {rss['rss_before_mb']:.0f} MB started, {rss['rss_after_mb']:.0f} MB holding "
-            f"{int(rss['records']):,} cached records (~{rss['bytes_per_record']:.0f} bytes each)"
-        )
+    lines.extend(describe_latency(name, latency) for name, latency in report.latency.items())
+    lines.extend(memory.describe(rss) for rss in report.rss.values())
+    if report.ingest:
+        lines.append(ingest.describe(report.ingest))
     if report.visibility:
         lines.append(visibility.describe(report.visibility))
     lines.append(f"placement: {report.placement}; {report.seconds:g} s per row after warm-up; "
                  f"32 connections, wrk -t1; p99 target < {P99_TARGET_MS:g} ms (! = missed)")  # fmt: skip
+    lines += ["", f"{'target':58} {'measured':>9}  {'target':>8}", "-" * 80]
+    for check in checks(report):
+        digits = 0 if check.unit else 2  # bytes whole, ratios to two places
+        value = "-" if check.value is None else f"{check.value:.{digits}f}{check.unit}"
+        bound = f"{'≥' if check.at_least else '≤'} {check.target:.{digits}f}{check.unit}"
+        lines.append(f"{check.name:58} {value:>9}  {bound:>8} {check.verdict}")
     return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class Check:
+    """One row of the performance targets: a measured value against its bound."""
+
+    name: str
+    value: float | None  # None: not measured in this run (or not measurable)
+    target: float
+    at_least: bool  # True: the value must reach the target; False: stay at or under it
+    unit: str = ""
+
+    @property
+    def met(self) -> bool | None:
+        if self.value is None:
+            return None
+        return self.value >= self.target if self.at_least else self.value <= self.target
+
+    @property
+    def verdict(self) -> str:
+        return {True: "✓", False: "✗", None: "not run"}[self.met]
+
+
+def checks(report: Report) -> list[Check]:
+    """Every performance target (docs/benchmarks.md), measured or not in this run."""
+    names = {"public": "warm public / floor (req/s)", "restricted": "warm restricted (RS256 Bearer) / floor",
+             "cold": "cold (cache off, Redis read + decode) / floor"}  # fmt: skip
+    found = []
+    for key, target in TARGETS.items():
+        row = report.rows.get(key)
+        found.append(Check(names[key], report.ratio(row) if row else None, target, at_least=True))
+    auth, media = report.rows.get("auth"), report.rows.get("public")
+    cpu = auth.cpu_us / media.cpu_us if auth and media and auth.cpu_us and media.cpu_us else None
+    found.append(Check("gateway CPU per /auth / per warm /media", cpu, AUTH_CPU_TARGET, at_least=False))
+    for records in RSS_SIZES.values():
+        rss = report.rss.get(str(records))
+        found.append(Check(f"RSS per cached record at {records:,} records", rss and rss["bytes_per_record"],
+                           RSS_TARGET_BYTES, at_least=False, unit=" B"))  # fmt: skip
+    floor, gateway = report.latency.get("floor"), report.latency.get("gateway")
+    rate = f"{floor.rate:.0f} req/s" if floor else "half floor rate"
+    p99 = gateway.p99_ms / floor.p99_ms if floor and gateway else None
+    name = f"open loop at {rate}: gateway p99 / floor p99"
+    found.append(Check(name, p99, LATENCY_P99_TARGET, at_least=False))
+    return found
 
 
 def main() -> int:
@@ -474,6 +569,9 @@ def main() -> int:
                 for k, v in report.rows.items()
             },
             "rss": report.rss,
+            "latency": {k: asdict(v) for k, v in report.latency.items()},
+            "ingest": report.ingest,
+            "checks": [{**asdict(c), "met": c.met} for c in checks(report)],
             "visibility": report.visibility,
             "placement": report.placement,
         }
