@@ -24,8 +24,9 @@ from gateway.http.admin import (
 )
 from gateway.http.answers import ANSWER_CACHE_SIZE, AnswerCache
 from gateway.http.context import GATEWAY, Gateway
-from gateway.http.public import answer_before_routing, handle_legacy, handle_media
+from gateway.http.public import handle_legacy, handle_media
 from gateway.http.runner import LIMITS, SERVER_HEADER, SHORTCUT
+from gateway.http.shortcut import answer_before_routing
 from gateway.jwks import RemoteKeySet
 from gateway.legacy import LEGACY_PREFIX
 from gateway.metrics import Metrics

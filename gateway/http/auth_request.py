@@ -44,12 +44,18 @@ _warned_missing_uri = False
 
 
 async def handle_auth(request: web.Request) -> web.StreamResponse:
+    method, path, query = original_request(request)
+    return await answer_warm(request, "auth", method, path, query, render_auth)
+
+
+def original_request(request: web.Request) -> tuple[str, str, str]:
+    """The method, raw path and raw query of the request nginx asks about."""
     original = request.headers.get(ORIGINAL_URI, "")
     if not original:
         _warn_missing_uri()
     method = request.headers.get(ORIGINAL_METHOD, "GET").strip().upper() or "GET"
     path, _, query = original.partition("?")
-    return await answer_warm(request, "auth", method, path, query, render_auth)
+    return method, path, query
 
 
 def render_auth(gateway: Gateway, result: Evaluated | Refused) -> web.StreamResponse:
@@ -93,6 +99,9 @@ def _warn_missing_uri() -> None:
         )
 
 
+AUTH_PATH = "/auth"
+
+
 def add_routes(app: web.Application) -> None:
     """Register before the public app's catch-all route: routes match in the order they were added."""
-    app.router.add_get("/auth", handle_auth)
+    app.router.add_get(AUTH_PATH, handle_auth)

@@ -15,7 +15,6 @@ from aiohttp import web
 
 from gateway.http.answers import CachedAnswer, Key, answer_key
 from gateway.http.context import GATEWAY, Gateway
-from gateway.http.runner import SERVER_HEADER
 from gateway.models import Decision
 from gateway.observability import client_fields, log_access, new_request_id
 from gateway.parsing import is_trusted
@@ -61,7 +60,7 @@ async def answer_warm(
     key: Key | None = None
     if gateway.answers is not None:
         try:
-            key, cached = _cached_answer(gateway, request, endpoint, method, raw_path, raw_query)
+            key, cached = cached_answer(gateway, request, endpoint, method, raw_path, raw_query)
         except Exception:
             # A bug in the shortcut must not lose the request: the full evaluation still answers,
             # logs and counts it.
@@ -72,27 +71,7 @@ async def answer_warm(
     return await answer(request, endpoint, method, raw_path, raw_query, render, answer_key=key)
 
 
-def answer_before_routing(gateway: Gateway, request: web.Request) -> web.StreamResponse | None:
-    """A `/media` answer straight from the answer cache, before aiohttp routes the request (the
-    public listener's shortcut, gateway.http.runner); None sends the request on to the router.
-    Sound because only `handle_media` stores "media" answers, for (method, path) pairs the router
-    sent it: a path the router sends elsewhere (`/auth`, legacy URLs, sign-in) is never found.
-    Routing is skipped, and with it the response-prepare signal, so the Server header is set here."""
-    if gateway.answers is None:
-        return None
-    url = request.rel_url
-    method, raw_path, raw_query = request.method, url.raw_path, url.raw_query_string
-    try:
-        _, cached = _cached_answer(gateway, request, "media", method, raw_path, raw_query)
-    except Exception:
-        log.exception("answer cache failed for %s; routing it", raw_path[:200])
-        return None
-    if cached is not None:
-        cached.headers["Server"] = SERVER_HEADER
-    return cached
-
-
-def _cached_answer(
+def cached_answer(
     gateway: Gateway, request: web.Request, endpoint: str, method: str, raw_path: str, raw_query: str
 ) -> tuple[Key | None, web.StreamResponse | None]:
     """The answer cache's key for this request, and its stored answer (logged and counted) if

@@ -473,14 +473,28 @@ async def test_a_warm_hit_answered_before_routing_is_the_routed_answer(running: 
     assert second.headers["X-Request-Id"] != first.headers["X-Request-Id"]
 
 
-async def test_paths_routed_elsewhere_never_take_the_shortcut(running: RunningGateway) -> None:
-    """Only `handle_media` stores "media" answers, so `/auth` and legacy URLs still reach their
-    own handlers however often they are asked."""
+async def test_an_auth_subrequest_hit_is_the_routed_answer(running: RunningGateway) -> None:
     await running.put(id="hot2", filename="a.pdf")
+    answers = running.gateway.answers
+    assert answers is not None
     auth = {"X-Original-URI": "/media/hot2/a.pdf", "X-Original-Method": "GET"}
-    for _ in range(3):
-        response = await running.get("/auth", **auth)
-        assert response.status == 204 and response.headers["X-Asset-Status"] == "200"
+    first = await running.get("/auth", **auth)
+    assert first.status == 204 and first.headers["X-Asset-Status"] == "200"
+    hits = answers.hits
+    second = await running.get("/auth", **auth)
+    assert answers.hits == hits + 1
+    assert second.status == 204 and second.headers["Server"] == "asset-gateway"
+    assert second.headers["X-Asset-Location"] == first.headers["X-Asset-Location"]
+    assert (await running.get("/media/hot2/a.pdf")).status == 302  # its own key, not the /auth answer
+    wrong_method = await running.session.post(running.base_url + "/auth", headers={"Host": LIVE, **auth})
+    assert wrong_method.status == 404  # not routed to /auth, so not its cached answer
+
+
+async def test_legacy_urls_never_take_the_shortcut(running: RunningGateway) -> None:
+    answers = running.gateway.answers
+    assert answers is not None
+    hits = answers.hits
     for _ in range(3):
         response = await running.get("/government/uploads/system/uploads/attachment_data/file/1/x.pdf")
         assert response.status == 404
+    assert answers.hits == hits
