@@ -4,7 +4,7 @@ and what was decided. Built once, never mutated, safe to cache and share between
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 
 class HostKind(enum.Enum):
@@ -99,6 +99,10 @@ class AccessList:
         )
 
 
+# The access list of every record limited to nobody: one shared instance, not one per record.
+NO_LIMITS = AccessList()
+
+
 ASSET_STATES = ("unscanned", "clean", "infected", "uploaded")
 
 
@@ -117,7 +121,7 @@ class AssetRecord:
     deleted: bool = False
     redirect_url: str | None = None
     replacement_id: str | None = None
-    access_limited: AccessList = field(default_factory=AccessList)
+    access_limited: AccessList = NO_LIMITS
     auth_bypass_ids: tuple[str, ...] = ()
     parent_document_url: str | None = None
     etag: str | None = None

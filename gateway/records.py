@@ -3,14 +3,16 @@ learns everything wrong with a write at once and nothing half-valid is ever stor
 
 from __future__ import annotations
 
+import json
 import re
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
 from gateway.legacy import MAX_LEGACY_PATH, NotALegacyPath, normalise_legacy_path
-from gateway.models import ASSET_STATES, AccessList, AssetRecord
+from gateway.models import ASSET_STATES, NO_LIMITS, AccessList, AssetRecord
 
 ASSET_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 MAX_STRING = 1024
@@ -33,6 +35,8 @@ _KNOWN_FIELDS = frozenset(_FIELDS)
 _ACCESS_FIELDS = ("users", "organisations", "groups")
 # Every record read from Redis is validated again, so these checks run on each cache miss.
 _CONTROL_CHARS = re.compile(r"[\x00\r\n]")
+# Each state's one string, shared by every record in it.
+_STATES = {state: state for state in ASSET_STATES}
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,6 +153,7 @@ def record_from_dict(data: object, *, max_version: int = MAX_VERSION) -> AssetRe
     state = data.get("state", "uploaded")
     if state not in ASSET_STATES:
         check.fail("state", f"must be one of {', '.join(ASSET_STATES)}")
+        state = ""
 
     redirect_url = check.string("redirect_url", limit=MAX_URL)
     if redirect_url is not None and not is_absolute_http_url(redirect_url):
@@ -162,14 +167,14 @@ def record_from_dict(data: object, *, max_version: int = MAX_VERSION) -> AssetRe
         check.fail("replacement_id", "must be null or an asset id")
 
     limits = data.get("access_limited") or {}
-    access = AccessList()
+    access = NO_LIMITS
     if not isinstance(limits, Mapping):
         check.fail("access_limited", "must be an object with users, organisations, groups")
     else:
         for name in limits:
             if name not in _ACCESS_FIELDS:
                 check.fail(f"access_limited.{name}", "is not a known field")
-        access = AccessList(
+        access = _access_list(
             *(check.strings(f"access_limited.{name}", limits.get(name)) for name in _ACCESS_FIELDS)
         )
 
@@ -191,8 +196,8 @@ def record_from_dict(data: object, *, max_version: int = MAX_VERSION) -> AssetRe
         object_key=object_key or "",
         filename=filename or "",
         filename_history=history,
-        content_type=content_type,
-        state=str(state),
+        content_type=sys.intern(content_type),
+        state=_STATES.get(state, ""),
         draft=check.boolean("draft"),
         deleted=check.boolean("deleted"),
         redirect_url=redirect_url,
@@ -210,6 +215,116 @@ def record_from_dict(data: object, *, max_version: int = MAX_VERSION) -> AssetRe
     if check.errors:
         raise RecordInvalid(check.errors)
     return record
+
+
+def _access_list(
+    users: tuple[str, ...], organisations: tuple[str, ...], groups: tuple[str, ...]
+) -> AccessList:
+    if not (users or organisations or groups):
+        return NO_LIMITS
+    return AccessList(users, organisations, groups)
+
+
+# How a string holding CR, LF or NUL looks in JSON: json.dumps writes these escapes, other writers
+# may use \u000d, \u000a, \u0000. A match may be a false alarm, which only costs the full check.
+_CONTROL_ESCAPES = ("\\r", "\\n", "\\u000")
+_ACCESS_KEYS = frozenset(_ACCESS_FIELDS)
+_NULL_OR_STR = frozenset((type(None), str))
+
+
+def record_from_stored(raw: bytes | str) -> AssetRecord:
+    """A record as the write path stored it (gateway.state.redis), having validated it in full.
+
+    A value of exactly the shape `record_to_dict` writes is checked for its JSON types and for what
+    is cheap enough for every cache miss (the id forms, the version and size ranges, the state, no
+    control characters, non-empty required strings); lengths and the forms of URLs, file names and
+    legacy paths are not checked again. Any other value (a record stored before a field existed, or
+    one that is no record at all) goes through `record_from_dict`. Raises ValueError (RecordInvalid
+    for a value that is not a record) or RecursionError, like `json.loads` and `record_from_dict`.
+    """
+    if isinstance(raw, bytes):
+        # What json.dumps stores: UTF-8 starting with '{'. Anything else (a BOM, UTF-16 or 32,
+        # which hold NUL bytes) is decoded by json.loads as before, and checked in full.
+        if raw[:1] != b"{" or b"\x00" in raw:
+            return record_from_dict(json.loads(raw), max_version=STORED_MAX_VERSION)
+        raw = raw.decode("utf-8", "surrogatepass")  # as json.loads decodes UTF-8
+    data = json.loads(raw)
+    record = _stored(data, raw)
+    return record if record is not None else record_from_dict(data, max_version=STORED_MAX_VERSION)
+
+
+def _stored(data: Any, text: str) -> AssetRecord | None:
+    """The record when `data` has the shape `record_to_dict` writes and passes the cheap checks."""
+    if type(data) is not dict or data.keys() != _KNOWN_FIELDS:
+        return None
+    if _CONTROL_ESCAPES[0] in text or _CONTROL_ESCAPES[1] in text or _CONTROL_ESCAPES[2] in text:
+        return None
+    version, size, state, access = data["version"], data["size"], data["state"], data["access_limited"]
+    replacement_id = data["replacement_id"]
+    nullable = _NULL_OR_STR
+    if not (
+        type(version) is int
+        and 0 < version <= STORED_MAX_VERSION
+        and (size is None or (type(size) is int and size >= 0))
+        and type(state) is str
+        and state in _STATES
+        and type(data["draft"]) is bool
+        and type(data["deleted"]) is bool
+        and is_valid_asset_id(data["id"])
+        and (replacement_id is None or is_valid_asset_id(replacement_id))
+        and _filled(data["object_key"])
+        and _filled(data["filename"])
+        and _filled(data["content_type"])
+        and type(data["redirect_url"]) in nullable
+        and type(data["parent_document_url"]) in nullable
+        and type(data["etag"]) in nullable
+        and type(data["last_modified"]) in nullable
+        and type(data["legacy_url_path"]) in nullable
+        and type(data["legacy_etag"]) in nullable
+        and type(data["legacy_last_modified"]) in nullable
+        and _texts(data["filename_history"])
+        and _texts(data["auth_bypass_ids"])
+        and type(access) is dict
+        and access.keys() == _ACCESS_KEYS
+        and _texts(access["users"])
+        and _texts(access["organisations"])
+        and _texts(access["groups"])
+    ):
+        return None
+    limits = access["users"] or access["organisations"] or access["groups"]
+    return AssetRecord(
+        id=data["id"],
+        version=version,
+        object_key=data["object_key"],
+        filename=data["filename"],
+        filename_history=tuple(data["filename_history"]),
+        content_type=sys.intern(data["content_type"]),
+        state=_STATES[state],
+        draft=data["draft"],
+        deleted=data["deleted"],
+        redirect_url=data["redirect_url"],
+        replacement_id=replacement_id,
+        access_limited=_access_list(*(tuple(access[name]) for name in _ACCESS_FIELDS))
+        if limits
+        else NO_LIMITS,
+        auth_bypass_ids=tuple(data["auth_bypass_ids"]),
+        parent_document_url=data["parent_document_url"],
+        etag=data["etag"],
+        last_modified=data["last_modified"],
+        size=size,
+        legacy_url_path=data["legacy_url_path"],
+        legacy_etag=data["legacy_etag"],
+        legacy_last_modified=data["legacy_last_modified"],
+    )
+
+
+def _filled(value: object) -> bool:
+    return type(value) is str and value != ""
+
+
+def _texts(value: object) -> bool:
+    """A JSON list of strings."""
+    return type(value) is list and (not value or all(type(item) is str for item in value))
 
 
 def record_to_dict(record: AssetRecord) -> dict[str, Any]:

@@ -18,10 +18,9 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Final
 
-from cachetools import TTLCache
-
 from gateway.models import AssetRecord
 from gateway.state.base import AssetStore, Subscriber, WriteResult
+from gateway.state.expiring import ExpiringDict
 
 
 class Missing:
@@ -64,6 +63,17 @@ def _observe(task: asyncio.Task[AssetRecord | None]) -> None:
         task.exception()
 
 
+def _shared_key(key: str, record: AssetRecord | None) -> str:
+    """The record's own copy of `key` (its id or legacy path) when it has one, so an entry holds
+    one string where the request's copy would make it two."""
+    if record is not None:
+        if record.id == key:
+            return record.id
+        if record.legacy_url_path == key:
+            return record.legacy_url_path
+    return key
+
+
 class CachedAssetStore:
     """An AssetStore that answers from memory while an entry is younger than `ttl` seconds.
 
@@ -79,8 +89,8 @@ class CachedAssetStore:
     ) -> None:
         self._store = store
         self.enabled = ttl > 0 and size > 0
-        self._cache: TTLCache[str, AssetRecord | Missing] = TTLCache(
-            maxsize=max(size, 1), ttl=max(ttl, 0.0), timer=clock
+        self._cache: ExpiringDict[str, AssetRecord | Missing] = ExpiringDict(
+            max(size, 1), max(ttl, 0.0), clock
         )
         self._flights: dict[str, _Flight] = {}
         self.hits = 0
@@ -153,7 +163,7 @@ class CachedAssetStore:
             if self._flights.get(key) is flight:
                 del self._flights[key]
         if not flight.stale:
-            self._cache[key] = MISSING if record is None else record
+            self._cache[_shared_key(key, record)] = MISSING if record is None else record
         return record
 
     async def put(
@@ -170,7 +180,7 @@ class CachedAssetStore:
 
     def invalidate(self, asset_id: str) -> None:
         """Forget one id or legacy path, including a read in flight that may have seen the old state."""
-        self._cache.pop(asset_id, None)
+        self._cache.discard(asset_id)
         flight = self._flights.pop(asset_id, None)
         if flight is not None:
             flight.stale = True

@@ -17,7 +17,7 @@ from gateway.cdn.plan import Purge, PurgeKind, plan_purge, purge_paths
 from gateway.cdn.queue import PURGE_STREAM, entry_fields
 from gateway.cdn.tags import asset_key as tag_key
 from gateway.models import AssetRecord
-from gateway.records import STORED_MAX_VERSION, RecordInvalid, record_from_dict, record_to_dict
+from gateway.records import RecordInvalid, record_from_stored, record_to_dict
 from gateway.state.base import RecordUnreadable, StoreUnavailable, Subscriber, WriteResult
 from gateway.state.redis_client import INVALIDATION_CHANNEL, UNAVAILABLE, RedisClient
 from gateway.state.redis_pubsub import listen
@@ -308,7 +308,7 @@ class RedisAssetStore:
         if raw is None:
             return None
         try:
-            return record_from_dict(json.loads(raw), max_version=STORED_MAX_VERSION)
+            return record_from_stored(raw)
         except (ValueError, RecursionError) as exc:  # RecordInvalid is a ValueError
             raise _unreadable(asset_id, exc) from None
 
@@ -392,7 +392,7 @@ class RedisAssetStore:
         if raw is None:
             return None
         try:
-            record = record_from_dict(json.loads(raw), max_version=STORED_MAX_VERSION)
+            record = record_from_stored(raw)
         except (ValueError, RecursionError) as exc:  # RecordInvalid is a ValueError
             raise _unreadable_path(exc) from None
         # The index names the last holder; a holder that has since moved away (a Cluster write
@@ -594,7 +594,7 @@ class RedisAssetStore:
             try:
                 if isinstance(raw, Exception):  # e.g. WRONGTYPE: someone else's key under our prefix
                     raise raw
-                records.append(record_from_dict(json.loads(raw), max_version=STORED_MAX_VERSION))
+                records.append(record_from_stored(raw))
             except UNAVAILABLE:
                 raise
             except (ValueError, RecordInvalid, ResponseError) as exc:
@@ -663,11 +663,7 @@ class PurgePlan:
         try:
             if isinstance(stored, Exception):
                 raise ValueError("not a record")
-            old = (
-                None
-                if stored is None
-                else record_from_dict(json.loads(stored), max_version=STORED_MAX_VERSION)
-            )
+            old = None if stored is None else record_from_stored(stored)
         except (ValueError, RecursionError):  # RecordInvalid is a ValueError
             old, against = None, "unreadable"  # never matches: the purge is hard
         else:

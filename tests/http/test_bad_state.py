@@ -12,17 +12,24 @@ from typing import Any
 import pytest
 import redis
 
+from gateway.models import AssetRecord
 from gateway.observability import ACCESS_LOGGER
-from gateway.records import MAX_VERSION, STORED_MAX_VERSION
+from gateway.records import MAX_VERSION, STORED_MAX_VERSION, record_to_dict
 from gateway.state.redis import INVALIDATION_CHANNEL, asset_key
 from tests.http.conftest import DRAFT, LIVE, Admin, RunningGateway, body
 
 # Hand-made values under our key pattern: not a hash, a record that is not JSON, JSON that is not
-# a record, a version that is not a number, a hash with no record at all.
+# a record, a record of the stored shape with a field of the wrong type, a version that is not a
+# number, a hash with no record at all.
+WRONG_TYPE = {
+    **record_to_dict(AssetRecord(id="x", version=3, object_key="k", filename="f.pdf")),
+    "draft": "no",
+}
 CORRUPTIONS: dict[str, tuple[str, Any]] = {
     "string": ("set", "garbage"),
     "not_json": ("hset", {"version": "3", "record": "{not json"}),
     "not_a_record": ("hset", {"version": "3", "record": '{"id": "x"}'}),
+    "wrong_type": ("hset", {"version": "3", "record": json.dumps(WRONG_TYPE)}),
     "bad_version": ("hset", {"version": "three", "record": "{}"}),
     "no_record": ("hset", {"version": "3"}),
 }
@@ -104,7 +111,7 @@ async def test_an_admin_put_repairs_a_bad_key(admin: Admin, redis_url: str, how:
     async with await admin.public.get("/media/bad2/file.pdf") as response:
         assert response.status == (503 if how != "no_record" else 404)
 
-    if how == "not_a_record":  # its version is readable: the repair must be newer, as the 409 says
+    if how in ("not_a_record", "wrong_type"):  # its version is readable: the repair must be newer
         status, answer, _ = await admin.call("PUT", "bad2", body("bad2", 1))
         assert (status, answer) == (409, {"error": "stale_version", "current_version": 3})
         status, stored, _ = await admin.call("PUT", "bad2", body("bad2", 4))
