@@ -8,7 +8,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.servers import find_binary, pinned
+from bench.servers import pinned, require_binary
 
 CONNECTIONS = 32
 
@@ -60,13 +60,6 @@ class Result:
         return self.status_errors == 0 and self.socket_errors == 0 and self.requests > 0
 
 
-def wrk_binary() -> str:
-    binary = find_binary("wrk")
-    if binary is None:
-        raise SystemExit("bench: wrk is not installed (make bench installs it)")
-    return binary
-
-
 def run_wrk(
     url: str,
     *,
@@ -80,7 +73,8 @@ def run_wrk(
     """One wrk run against `url` (or cycling over `paths` on its host)."""
     script = directory / ("wrk-cycle.lua" if paths else "wrk-report.lua")
     script.write_text((_CYCLE if paths else "") + _REPORT)
-    command = [wrk_binary(), "-t1", f"-c{connections}", f"-d{max(1, round(seconds))}s", "--timeout", "5s",
+    wrk = require_binary("wrk", "wrk")
+    command = [wrk, "-t1", f"-c{connections}", f"-d{max(1, round(seconds))}s", "--timeout", "5s",
                "-s", str(script)]  # fmt: skip
     for name, value in (headers or {}).items():
         command += ["-H", f"{name}: {value}"]

@@ -14,7 +14,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.servers import find_binary, pinned
+from bench.servers import pinned, require_binary
 
 CONNECTIONS = 64
 
@@ -37,13 +37,6 @@ def percentile(ordered: list[int], fraction: float) -> int:
     return ordered[int(rank) - 1]
 
 
-def h2load_binary() -> str:
-    binary = find_binary("h2load")
-    if binary is None:
-        raise SystemExit("bench: h2load is not installed (make bench installs nghttp2-client)")
-    return binary
-
-
 def run_h2load(
     url: str,
     *,
@@ -60,7 +53,8 @@ def run_h2load(
     log = directory / "h2load.log"
     log.unlink(missing_ok=True)
     total = max(connections, round(rate * (warmup + seconds)))
-    command = [h2load_binary(), "--h1", "-c", str(connections), "-n", str(total),
+    h2load = require_binary("h2load", "nghttp2-client")
+    command = [h2load, "--h1", "-c", str(connections), "-n", str(total),
                "--rps", f"{rate / connections:.3f}", "-r", "1", "--rate-period", "1ms",
                "-H", f":authority: {host}", "--log-file", str(log), url]  # fmt: skip
     done = subprocess.run(pinned(cpus, command), capture_output=True, text=True,

@@ -40,6 +40,14 @@ def find_binary(name: str) -> str | None:
     )
 
 
+def require_binary(name: str, package: str) -> str:
+    """The binary's path, or exit saying which Debian package `make bench` installs it from."""
+    binary = find_binary(name)
+    if binary is None:
+        raise SystemExit(f"bench: {name} is not installed (make bench installs {package})")
+    return binary
+
+
 @dataclass(frozen=True)
 class Placement:
     """Which CPUs the server under test and the load generator (plus helpers) run on."""
