@@ -16,6 +16,7 @@ import pytest
 from gateway.cli import main
 from gateway.models import AssetRecord
 from gateway.reconcile import MissingObject, ReconcileReport, format_report
+from gateway.records import record_from_dict
 from gateway.state.factory import open_store
 from tests.servers import S3Server
 
@@ -62,7 +63,10 @@ def store_records(url: str, records: list[AssetRecord]) -> None:
 
 
 def record(asset_id: str, key: str, **fields: Any) -> AssetRecord:
-    return AssetRecord(id=asset_id, version=1, object_key=key, filename=f"{asset_id}.pdf", **fields)
+    """Validated (legacy path normalised) as the admin API and `asset import` do before writing."""
+    return record_from_dict(
+        {"id": asset_id, "version": 1, "object_key": key, "filename": f"{asset_id}.pdf", **fields}
+    )
 
 
 def test_reconcile_lists_what_needs_a_person(

@@ -60,6 +60,10 @@ FULL = AssetRecord(
 @pytest_asyncio.fixture(params=["memory", "redis", "cluster"])
 async def store(request: pytest.FixtureRequest) -> AsyncIterator[AssetStore]:
     opened = open_store(backend_url(request, request.param))  # cluster: 3 nodes, tests/state/conftest.py
+    if isinstance(opened, RedisAssetStore) and isinstance(opened.client, RedisCluster):
+        # Discover the nodes and connect to each outside the store's per-call deadline: these tests
+        # are about what is stored, not about how fast a loaded machine opens its first sockets.
+        await opened.client.ping(target_nodes=RedisCluster.ALL_NODES)
     yield opened
     await opened.close()
 
