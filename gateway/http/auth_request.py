@@ -33,6 +33,7 @@ from gateway.responses import ASSET_LOCATION
 
 log = logging.getLogger(__name__)
 
+AUTH_PATH = "/auth"
 ORIGINAL_URI = "X-Original-URI"
 ORIGINAL_METHOD = "X-Original-Method"
 PREFIX = "X-Asset-"
@@ -97,9 +98,6 @@ def _warn_missing_uri() -> None:
             "/auth called without X-Original-URI: nginx needs "
             "`proxy_set_header X-Original-URI $request_uri;` in its auth location"
         )
-
-
-AUTH_PATH = "/auth"
 
 
 def add_routes(app: web.Application) -> None:
