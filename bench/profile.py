@@ -2,7 +2,7 @@
 then the collapsed stacks are summarised as inclusive time per pipeline step and self time per
 function.
 
-    python -m bench.profile [--scenario public|restricted|cold] [--seconds 8] [--raw stacks.txt]
+    python -m bench.profile [--scenario public|restricted|cold|auth] [--seconds 8] [--raw stacks.txt]
 
 Needs py-spy (`pip install py-spy`); sampling attaches with ptrace, so run as root or allow it.
 """
@@ -20,7 +20,7 @@ from collections import Counter
 from pathlib import Path
 
 from bench import fixtures
-from bench.run import COLD_ASSETS, Bench, expect
+from bench.run import AUTH_SUBREQUEST, COLD_ASSETS, Bench, expect
 from bench.servers import Placement
 
 # Inclusive time of these frames (`Class.function (path`), in pipeline order.
@@ -96,7 +96,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--scenario", choices=("public", "restricted", "cold"), default="public")
+    parser.add_argument("--scenario", choices=("public", "restricted", "cold", "auth"), default="public")
     parser.add_argument("--seconds", type=float, default=8.0)
     parser.add_argument("--rate", type=int, default=250, help="py-spy samples per second")
     parser.add_argument("--raw", help="keep the collapsed stacks here")
@@ -118,9 +118,13 @@ def main() -> int:
                 path = fixtures.asset_path(fixtures.RESTRICTED_ID)
             elif args.scenario == "cold":
                 path, paths = "/", cold
+            elif args.scenario == "auth":
+                headers = {**AUTH_SUBREQUEST, "X-Original-URI": path}
+                path = "/auth"
             ttl = 0 if args.scenario == "cold" else 300
             with bench.gateway("profiled", cache_ttl=ttl, cpus=placement.server) as (port, pids):
-                expect(port, paths[0] if paths else path, headers, 302, args.scenario)
+                status = 204 if args.scenario == "auth" else 302
+                expect(port, paths[0] if paths else path, headers, status, args.scenario)
                 raw = Path(args.raw) if args.raw else directory / "stacks.txt"
                 sampler = subprocess.Popen(
                     [binary, "record", "--pid", str(pids[0]), "--rate", str(args.rate), "--format", "raw",

@@ -10,6 +10,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 
 from aiohttp import web
+from aiohttp.http_parser import RawRequestMessage
 
 from gateway.background import spawn, stop
 from gateway.cdn.adapters import Purger
@@ -25,8 +26,8 @@ from gateway.http.admin import (
 from gateway.http.answers import ANSWER_CACHE_SIZE, AnswerCache
 from gateway.http.context import GATEWAY, Gateway
 from gateway.http.public import handle_legacy, handle_media
-from gateway.http.runner import LIMITS, SERVER_HEADER, SHORTCUT
-from gateway.http.shortcut import answer_before_routing
+from gateway.http.runner import LIMITS, SERVER_HEADER, WIRE_ANSWERER
+from gateway.http.shortcut import answer_on_wire
 from gateway.jwks import RemoteKeySet
 from gateway.legacy import LEGACY_PREFIX
 from gateway.metrics import Metrics
@@ -121,10 +122,10 @@ def create_public_app(gateway: Gateway) -> web.Application:
     app.router.add_route("*", LEGACY_PREFIX + r"{tail:[\s\S]*}", handle_legacy)
     app.router.add_route("*", r"/{tail:[\s\S]*}", handle_media)
 
-    def warm_hit(request: web.Request) -> web.StreamResponse | None:
-        return answer_before_routing(gateway, request)
+    def warm_hit(message: RawRequestMessage, peer: str | None, secure: bool) -> bytes | None:
+        return answer_on_wire(gateway, message, peer, secure)
 
-    app[SHORTCUT] = warm_hit  # answer-cache hits skip routing
+    app[WIRE_ANSWERER] = warm_hit  # answer-cache hits are written before aiohttp builds a request
 
     async def close_store(app: web.Application) -> AsyncIterator[None]:
         yield

@@ -37,6 +37,8 @@ from typing import Final
 from aiohttp import web
 from cachetools import LRUCache
 
+from gateway.http import wire
+from gateway.http.runner import SERVER_HEADER
 from gateway.models import AccessRequest, Action, AssetRecord, Decision, Identity, UserIdentity
 from gateway.outcomes import OUTCOMES
 from gateway.parsing import RawTokens, RequestParser
@@ -83,6 +85,8 @@ class CachedAnswer:
         "url_expires_at",
         "valid_from",
         "valid_until",
+        "wire_body",
+        "wire_head",
     )
 
     def __init__(
@@ -104,6 +108,8 @@ class CachedAnswer:
         host: str,
         subject: str | None,
         preview: str | None,
+        wire_head: bytes,
+        wire_body: bytes,
         session: UserIdentity | None = None,
     ) -> None:
         self.policy = policy
@@ -125,6 +131,10 @@ class CachedAnswer:
         self.subject = subject
         self.preview = preview
         self.session = session  # the revocable session the answer was made for, if any
+        # The answer on the wire (gateway.http.wire) but for Date, X-Request-Id and a recomputed
+        # Cache-Control, and the body bytes that follow the head (empty for HEAD, 204, 304).
+        self.wire_head = wire_head
+        self.wire_body = wire_body
 
 
 def answer_key(
@@ -235,6 +245,16 @@ class AnswerCache:
             return web.Response(status=entry.status, body=entry.body, headers=listed)
         return web.Response(status=entry.status, body=entry.body, headers=headers)
 
+    def wire_response(self, entry: CachedAnswer, now: float, request_id: str, responder: Responder) -> bytes:
+        """The same answer as `response`, as the bytes of a keep-alive HTTP/1.1 response."""
+        if entry.url_expires_at is not None and entry.cache_control_at is not None:
+            name = entry.headers[entry.cache_control_at][0]
+            value = responder.cache_control_until(entry.url_expires_at, now)
+            head = wire.finish(entry.wire_head, (name, value), ("X-Request-Id", request_id))
+        else:
+            head = wire.finish(entry.wire_head, ("X-Request-Id", request_id))
+        return head + entry.wire_body if entry.wire_body else head
+
     def store(
         self,
         key: Key,
@@ -292,6 +312,15 @@ class AnswerCache:
                 url_expires_at = expires_at
         if not now < valid_until:
             return False
+        method = str(key[1])
+        recomputed = cache_control_at if url_expires_at is not None else None
+        fixed = [header for at, header in enumerate(headers) if at != recomputed]
+        fixed.append(("Server", SERVER_HEADER))
+        try:
+            wire_head = wire.head(response.status, fixed, body, method)
+        except ValueError:
+            return False  # a header the connection layer writes, or one it could not: not reusable
+        wire_body = body if body and wire.sends_body(response.status, method) else b""
         self._entries[key] = CachedAnswer(
             policy=result.policy,
             record=MISSING if record is None else record,
@@ -310,6 +339,8 @@ class AnswerCache:
             subject=identity.user.sub if identity.user is not None else None,
             preview=identity.preview.sub if identity.preview is not None else None,
             session=identity.user if identity.user is not None and identity.user.sid is not None else None,
+            wire_head=wire_head,
+            wire_body=wire_body,
         )
         self.stored += 1
         return True

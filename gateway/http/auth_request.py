@@ -21,6 +21,7 @@ headers (the same decision, the same presigned URL); the shipped nginx configs a
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 
 from aiohttp import web
 
@@ -45,16 +46,16 @@ _warned_missing_uri = False
 
 
 async def handle_auth(request: web.Request) -> web.StreamResponse:
-    method, path, query = original_request(request)
+    method, path, query = original_request(request.headers)
     return await answer_warm(request, "auth", method, path, query, render_auth)
 
 
-def original_request(request: web.Request) -> tuple[str, str, str]:
+def original_request(headers: Mapping[str, str]) -> tuple[str, str, str]:
     """The method, raw path and raw query of the request nginx asks about."""
-    original = request.headers.get(ORIGINAL_URI, "")
+    original = headers.get(ORIGINAL_URI, "")
     if not original:
         _warn_missing_uri()
-    method = request.headers.get(ORIGINAL_METHOD, "GET").strip().upper() or "GET"
+    method = headers.get(ORIGINAL_METHOD, "GET").strip().upper() or "GET"
     path, _, query = original.partition("?")
     return method, path, query
 

@@ -75,7 +75,7 @@ def _finish(
 ) -> web.Response:
     """One access-log line per request (the path without its query: it carries codes and state)."""
     gateway = request.app[GATEWAY]
-    rid = request_id(request, gateway.settings)
+    rid = request_id(request.headers, gateway.parser.is_trusted(request.remote))
     response.headers["X-Request-Id"] = rid
     elapsed = time.perf_counter() - started
     fields = {"request_id": rid, "method": request.method, "path": request.rel_url.raw_path,

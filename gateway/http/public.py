@@ -8,8 +8,8 @@ from __future__ import annotations
 import logging
 import re
 import time
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import Any, NamedTuple
 
 from aiohttp import web
 
@@ -17,10 +17,8 @@ from gateway.http.answers import CachedAnswer, Key, answer_key
 from gateway.http.context import GATEWAY, Gateway
 from gateway.models import Decision
 from gateway.observability import client_fields, log_access, new_request_id
-from gateway.parsing import is_trusted
 from gateway.pipeline import STORE_FAILURES, Evaluated, EvaluationFailed, Refused, Steps, evaluate
 from gateway.responses import error_response
-from gateway.settings import Settings
 
 log = logging.getLogger(__name__)
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,128}")
@@ -28,10 +26,10 @@ _REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,128}")
 Render = Callable[[Gateway, "Evaluated | Refused"], web.StreamResponse]
 
 
-def request_id(request: web.Request, settings: Settings) -> str:
+def request_id(headers: Mapping[str, str], from_trusted_proxy: bool) -> str:
     """A proxy's X-Request-Id is kept only when the proxy is trusted and the id is plain."""
-    given = request.headers.get("X-Request-Id")
-    if given and _REQUEST_ID.fullmatch(given) and is_trusted(request.remote, settings.server.trusted_proxies):
+    given = headers.get("X-Request-Id")
+    if given and from_trusted_proxy and _REQUEST_ID.fullmatch(given):
         return given
     return new_request_id()
 
@@ -58,36 +56,56 @@ async def answer_warm(
     (gateway.http.answers); otherwise in full, offering the result to the cache."""
     gateway = request.app[GATEWAY]
     key: Key | None = None
-    if gateway.answers is not None:
+    answers = gateway.answers
+    if answers is not None:
         try:
-            key, cached = cached_answer(gateway, request, endpoint, method, raw_path, raw_query)
+            key, hit = cached_answer(
+                gateway,
+                request.headers,
+                request.remote,
+                request.secure,
+                endpoint,
+                method,
+                raw_path,
+                raw_query,
+            )
         except Exception:
             # A bug in the shortcut must not lose the request: the full evaluation still answers,
             # logs and counts it.
             log.exception("answer cache failed for %s; evaluating in full", raw_path[:200])
-            key, cached = None, None
-        if cached is not None:
-            return cached
+            key, hit = None, None
+        if hit is not None:
+            response = answers.response(hit.entry, hit.now, gateway.responder)
+            response.headers["X-Request-Id"] = hit.request_id
+            return response
     return await answer(request, endpoint, method, raw_path, raw_query, render, answer_key=key)
 
 
+class Hit(NamedTuple):
+    """A stored answer found for a request (already logged and counted), to be rendered for it."""
+
+    entry: CachedAnswer
+    now: float
+    request_id: str
+
+
 def cached_answer(
-    gateway: Gateway, request: web.Request, endpoint: str, method: str, raw_path: str, raw_query: str
-) -> tuple[Key | None, web.StreamResponse | None]:
-    """The answer cache's key for this request, and its stored answer (logged and counted) if
-    that is still exactly what a full evaluation would give."""
+    gateway: Gateway,
+    headers: Mapping[str, str],
+    peer: str | None,
+    secure: bool,
+    endpoint: str,
+    method: str,
+    raw_path: str,
+    raw_query: str,
+) -> tuple[Key | None, Hit | None]:
+    """The answer cache's key for this request, and its stored answer if that is still exactly what
+    a full evaluation would give; a hit is logged and counted here, as the evaluation would be."""
     answers = gateway.answers
     assert answers is not None
     started = time.perf_counter()
-    key = answer_key(
-        method,
-        raw_path,
-        raw_query,
-        request.headers,
-        gateway.parser.is_trusted(request.remote),
-        request.secure,
-        endpoint=endpoint,
-    )
+    trusted = gateway.parser.is_trusted(peer)
+    key = answer_key(method, raw_path, raw_query, headers, trusted, secure, endpoint=endpoint)
     if key is None:
         return None, None
     now = gateway.clock()
@@ -95,12 +113,10 @@ def cached_answer(
     if entry is None:
         return key, None
     gateway.store.count_hit()  # the record lookup a full evaluation makes, from the cache
-    response = answers.response(entry, now, gateway.responder)
-    rid = request_id(request, gateway.settings)
-    response.headers["X-Request-Id"] = rid
+    rid = request_id(headers, trusted)
     fields = access_fields(rid, endpoint, method, raw_path, entry.status, cached=entry)
-    _log_and_count(gateway, request, endpoint, fields, entry.decision.rule, started)
-    return key, response
+    _log_and_count(gateway, peer, headers, endpoint, fields, entry.decision.rule, started)
+    return key, Hit(entry, now, rid)
 
 
 async def handle_legacy(request: web.Request) -> web.StreamResponse:
@@ -135,7 +151,7 @@ async def answer(
     an `answer_key` the answer is offered to the answer cache."""
     gateway = request.app[GATEWAY]
     started = time.perf_counter()
-    rid = request_id(request, gateway.settings)
+    rid = request_id(request.headers, gateway.parser.is_trusted(request.remote))
     result: Evaluated | Refused
     try:
         result = await evaluate(
@@ -174,7 +190,7 @@ async def answer(
         for source, reason in result.identity.rejected:
             gateway.metrics.token_rejected(source, reason)
     rule = fields.get("rule", "")
-    _log_and_count(gateway, request, endpoint, fields, rule, started)
+    _log_and_count(gateway, request.remote, request.headers, endpoint, fields, rule, started)
     return response
 
 
@@ -229,7 +245,8 @@ def access_fields(
 
 def _log_and_count(
     gateway: Gateway,
-    request: web.Request,
+    peer: str | None,
+    headers: Mapping[str, str],
     endpoint: str,
     fields: dict[str, Any],
     rule: str,
@@ -238,6 +255,6 @@ def _log_and_count(
     """The request's one access line and its metrics, the same for full evaluations and cache hits."""
     elapsed = time.perf_counter() - started
     fields["duration_ms"] = round(elapsed * 1000, 3)
-    fields.update(client_fields(request.remote, request.headers, gateway.parser.is_trusted))
+    fields.update(client_fields(peer, headers, gateway.parser.is_trusted))
     log_access(fields)
     gateway.metrics.observe(endpoint, fields["outcome"], rule, fields["status"], elapsed)

@@ -17,11 +17,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from http import HTTPStatus
-from typing import Any, cast
+from typing import Any
 
 from aiohttp import web
+from aiohttp.http import HttpVersion11
+from aiohttp.http_parser import RawRequestMessage
+from aiohttp.streams import EMPTY_PAYLOAD
 from aiohttp.web_protocol import RequestHandler
 from aiohttp.web_request import BaseRequest
 
@@ -34,10 +37,13 @@ SERVER_HEADER = "asset-gateway"
 NO_STORE = "private, no-store"
 # Each listener's limits, set by its app factory; a listener without them gets the defaults.
 LIMITS = web.AppKey("listener_limits", ListenerLimits)
-# A listener's shortcut: called with each request before routing; a response it returns is the
-# answer, None routes the request as usual (the public listener's answer-cache hits).
-Shortcut = Callable[[web.Request], "web.StreamResponse | None"]
-SHORTCUT: web.AppKey[Shortcut] = web.AppKey("listener_shortcut")
+# A listener's wire answerer (the public listener's answer-cache hits, gateway.http.shortcut):
+# called with the parsed head of a keep-alive HTTP/1.1 request without a body, the connection's
+# peer address and whether it is TLS, when no other request of the connection is queued or being
+# answered; the bytes it returns are written as the whole response, None hands the request to
+# aiohttp as usual.
+WireAnswerer = Callable[[RawRequestMessage, "str | None", bool], "bytes | None"]
+WIRE_ANSWERER: web.AppKey[WireAnswerer] = web.AppKey("listener_wire_answerer")
 DEFAULT_LIMITS = listener_limits(Settings(), admin=False)
 
 
@@ -65,14 +71,89 @@ def _over_capacity_answer(request_id: str) -> bytes:
     ).encode()
 
 
+class _AnsweringParser:
+    """A connection's request parser that lets the connection answer each request as soon as it is
+    parsed; what it does not answer (and everything after that, to keep pipelined answers in order)
+    goes on to aiohttp's queue as parsed. Anything else is the wrapped parser's."""
+
+    __slots__ = ("_connection", "_parser")
+
+    def __init__(self, parser: Any, connection: _GuardedRequestHandler) -> None:
+        self._parser = parser
+        self._connection = connection
+
+    def feed_data(self, data: bytes) -> tuple[Sequence[Any], bool, bytes]:
+        parser, connection = self._parser, self._connection
+        messages, upgraded, tail = parser.feed_data(data)
+        while messages and connection.idle():
+            answered = 0
+            for message, payload in messages:
+                if not connection.answer_at_once(message, payload):
+                    break
+                parser.message_consumed()
+                answered += 1
+            if answered < len(messages):
+                return messages[answered:], upgraded, tail
+            # All answered: the parser may hold more that it stopped at its queue limit.
+            messages, upgraded, tail = parser.feed_data(b"")
+        return messages, upgraded, tail
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._parser, name)
+
+
 class _GuardedRequestHandler(RequestHandler):
-    """aiohttp's connection handler with a header-read deadline and a per-listener connection cap."""
+    """aiohttp's connection handler with a header-read deadline, a per-listener connection cap and,
+    where the listener has one, its wire answerer in front of aiohttp's request handling."""
 
     def __init__(self, manager: _GuardedServer, **kwargs: Any) -> None:
         super().__init__(manager, **kwargs)
         self._guard = manager
         self._refused = False
         self._header_timer: asyncio.TimerHandle | None = None
+        self._answerer = manager.wire_answerer
+        self._peer: str | None = None
+        self._secure = False
+        if self._answerer is not None:
+            self._parser = _AnsweringParser(self._parser, self)  # type: ignore[assignment]
+
+    def idle(self) -> bool:
+        """Waiting for a request, none queued, the connection open and its writes flowing."""
+        waiter = self._waiter
+        return (
+            waiter is not None
+            and not waiter.done()
+            and not self._messages
+            and not self._paused
+            and not self._force_close
+            and not self._close
+            and self.transport is not None
+        )
+
+    def answer_at_once(self, message: Any, payload: Any) -> bool:
+        """Write the wire answerer's answer to `message` if it has one; True when written."""
+        if (
+            payload is not EMPTY_PAYLOAD
+            or type(message) is not RawRequestMessage
+            or message.should_close
+            or message.upgrade
+            or message.version != HttpVersion11
+        ):
+            return False
+        assert self._answerer is not None and self.transport is not None
+        answer = self._answerer(message, self._peer, self._secure)
+        if answer is None:
+            return False
+        self.transport.write(answer)
+        self._request_count += 1
+        self._guard.answered_on_wire += 1
+        # As aiohttp does after each answer: the idle keep-alive deadline counts from now.
+        self._next_keepalive_close_time = self._loop.time() + self._keepalive_timeout
+        if self._keepalive_handle is None and self._keepalive_timeout > 0:
+            self._keepalive_handle = self._loop.call_at(
+                self._next_keepalive_close_time, self._process_keepalive
+            )
+        return True
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         guard = self._guard
@@ -85,6 +166,10 @@ class _GuardedRequestHandler(RequestHandler):
             log_access({"request_id": rid, "listener": guard.name, "status": 503, "outcome": "over_capacity"})
             return
         guard.open_connections += 1
+        peer = transport.get_extra_info("peername")
+        # As aiohttp's request.remote and request.secure read them.
+        self._peer = str(peer[0]) if isinstance(peer, (list, tuple)) else None if peer is None else str(peer)
+        self._secure = transport.get_extra_info("sslcontext") is not None
         super().connection_made(transport)
         self._arm_header_timer()
 
@@ -151,6 +236,8 @@ class _GuardedServer(web.Server):
 
     limits: ListenerLimits
     name: str
+    wire_answerer: WireAnswerer | None
+    answered_on_wire: int
     open_connections: int
     refused: int
     timed_out: int
@@ -174,20 +261,17 @@ class GatewayRunner(web.AppRunner):
         assert isinstance(server, _GuardedServer)
         server.limits = self.limits
         server.name = self.name
-        server.open_connections = server.refused = server.timed_out = 0
-        shortcut = self.app.get(SHORTCUT)
-        if shortcut is not None:
-            routed = server.request_handler
-
-            async def handle(request: BaseRequest) -> web.StreamResponse:
-                # The application's request factory makes every request a web.Request.
-                answer = shortcut(cast(web.Request, request))
-                return answer if answer is not None else await routed(request)
-
-            server.request_handler = handle
+        server.open_connections = server.refused = server.timed_out = server.answered_on_wire = 0
+        server.wire_answerer = self.app.get(WIRE_ANSWERER)
         return server
 
     @property
     def open_connections(self) -> int:
         server = self.server
         return server.open_connections if isinstance(server, _GuardedServer) else 0
+
+    @property
+    def answered_on_wire(self) -> int:
+        """Requests the wire answerer answered (gateway.http.shortcut)."""
+        server = self.server
+        return server.answered_on_wire if isinstance(server, _GuardedServer) else 0

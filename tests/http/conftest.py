@@ -97,6 +97,11 @@ class RunningGateway:
     s3: S3Server
     session: ClientSession
     objects: dict[str, bytes] = field(default_factory=dict)
+    runner: GatewayRunner | None = None
+
+    @property
+    def port(self) -> int:
+        return int(self.base_url.rsplit(":", 1)[1])
 
     async def put(self, **fields: Any) -> AssetRecord:
         """Store a record (and, unless `body=None`, its object in the bucket)."""
@@ -140,7 +145,7 @@ async def running(redis_url: str, s3_server: S3Server, keys: Keys) -> AsyncItera
     settings = gateway_settings(redis_url, s3_server, keys)
     runner, gateway, backend, base_url = await start_gateway(settings, s3_server)
     async with ClientSession() as session:
-        yield RunningGateway(base_url, gateway, backend, s3_server, session)
+        yield RunningGateway(base_url, gateway, backend, s3_server, session, runner=runner)
     await runner.cleanup()
 
 
