@@ -1,6 +1,7 @@
 """Decode cost of one stored record, in process: what a cache miss pays after the Redis read.
 The full check (`record_from_dict`, as every write gets) against the read path's
-`record_from_stored`, measured alternately in one run so a busy machine slows both alike.
+`record_from_stored`, and what a record held packed in the record cache costs to unpack when it is
+used again (gateway.state.packed), measured alternately in one run so a busy machine slows all alike.
 
     python -m bench.decode            # prints one JSON line: µs per record for each, and the ratio
 """
@@ -13,6 +14,7 @@ import timeit
 
 from bench.fixtures import USER, bulk_id, record
 from gateway.records import STORED_MAX_VERSION, record_from_dict, record_from_stored, record_to_dict
+from gateway.state.packed import pack, unpack
 
 
 def stored_json(asset_id: str, users: tuple[str, ...] = ()) -> bytes:
@@ -31,11 +33,18 @@ def measure(number: int, repeat: int) -> dict[str, float]:
         for raw in payloads:
             record_from_stored(raw)
 
-    best = {"full_us": float("inf"), "stored_us": float("inf")}
+    held = [(pack(found, found.id), found.id) for found in map(record_from_stored, payloads)]
+
+    def unpacked() -> None:
+        for packed, key in held:
+            unpack(packed, key)
+
+    runs = (("full_us", full), ("stored_us", stored), ("unpack_us", unpacked))
+    best = dict.fromkeys((name for name, _ in runs), float("inf"))
     for _ in range(repeat):  # alternated, the best of each
-        for name, run in (("full_us", full), ("stored_us", stored)):
+        for name, run in runs:
             best[name] = min(best[name], timeit.timeit(run, number=number) / number / len(payloads) * 1e6)
-    return {**best, "ratio": best["full_us"] / best["stored_us"]}
+    return {**best, "ratio": best["full_us"] / best["stored_us"], "packed_bytes": len(held[0][0])}
 
 
 def main() -> int:

@@ -8,8 +8,9 @@ connection is TLS, the record, the policy and the time. This module keeps the fi
 and keeps with it the exact objects it was computed from and the instant it stops being valid:
 
 * the policy object (`CurrentPolicy.policy` is swapped whole on reload, so identity is enough);
-* the record object the record cache holds (or its MISSING marker), read with `peek`, so a write,
-  an invalidation, a cleared cache or a TTL expiry all end the entry;
+* the value the record cache holds for the id (a packed record, or its MISSING marker), read with
+  `peek`, so a write, an invalidation, a cleared cache or a TTL expiry all end the entry; the
+  record unpacked from it is kept too, so a hit unpacks nothing;
 * `[valid_from, valid_until)`: from the evaluation's instant to the earliest token expiry of the
   identity and, for a served file, the end of the shared presigned URL's window (after which a
   fresh answer carries another URL);
@@ -46,6 +47,7 @@ from gateway.pipeline import Evaluated
 from gateway.policy.language import Policy
 from gateway.responses import Responder
 from gateway.state.cache import MISSING, CachedAssetStore, Missing
+from gateway.state.packed import PackedRecord
 from gateway.tokens import TokenVerifier
 
 ANSWER_CACHE_SIZE: Final = 10_000
@@ -74,6 +76,7 @@ class CachedAnswer:
         "cache_control_at",
         "decision",
         "headers",
+        "held",
         "host",
         "policy",
         "preview",
@@ -94,6 +97,7 @@ class CachedAnswer:
         *,
         policy: Policy,
         record: AssetRecord | Missing,
+        held: PackedRecord | Missing,
         asset_id: str,
         valid_from: float,
         valid_until: float,
@@ -113,7 +117,8 @@ class CachedAnswer:
         session: UserIdentity | None = None,
     ) -> None:
         self.policy = policy
-        self.record = record  # the cached AssetRecord object, or MISSING
+        self.record = record  # the record the answer was built from, or MISSING
+        self.held = held  # what the record cache held for it then (CachedAssetStore.held_for)
         self.asset_id = asset_id
         # [valid_from, valid_until): every time-dependent input holds throughout (the identity is
         # valid over an interval; one URL window); a clock stepping back before the evaluation misses.
@@ -220,7 +225,7 @@ class AnswerCache:
         if (
             entry.valid_from <= now < entry.valid_until
             and entry.policy is policy
-            and store.peek(entry.asset_id) is entry.record
+            and store.peek(entry.asset_id) is entry.held
             and (entry.session is None or self._revoked is None or not self._revoked(entry.session))
             and (
                 entry.url is None
@@ -279,9 +284,9 @@ class AnswerCache:
         if body is not None and not isinstance(body, bytes):
             return False
         asset_id = access.asset_id
-        held = cache.peek(asset_id)
-        if held is not (MISSING if record is None else record):
-            return False  # not (or no longer) the cached object: a hit could never be checked
+        held = cache.held_for(asset_id, record)
+        if held is None:
+            return False  # not (or no longer) from the cached value: a hit could never be checked
         if not tokens_settled(result.tokens, identity, verifier, now):
             return False
         valid_until = float("inf")
@@ -324,6 +329,7 @@ class AnswerCache:
         self._entries[key] = CachedAnswer(
             policy=result.policy,
             record=MISSING if record is None else record,
+            held=held,
             asset_id=asset_id,
             valid_from=now,
             valid_until=valid_until,

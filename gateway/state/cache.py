@@ -9,18 +9,27 @@ is down and the entry has expired, StoreUnavailable reaches the caller, which an
 Lookups by legacy path are cached the same way under the path itself (paths start with '/', ids
 never do). Every write publishes the legacy paths it touches as well as the id, so a path that
 moves to another record, or away from this one, is forgotten like a changed id.
+
+A cached record is held packed (gateway.state.packed: ~280 bytes where the record object and its
+strings take ~800), and unpacked when a lookup needs it; the records unpacked most recently are
+kept too, so a hot record is unpacked once, not on every lookup.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from typing import Final
 
 from gateway.models import AssetRecord
 from gateway.state.base import AssetStore, Subscriber, WriteResult
 from gateway.state.expiring import ExpiringDict
+from gateway.state.packed import PackedRecord, pack, unpack
+
+# Unpacked records kept, the most recently used: the records hot enough to matter, at ~1 KB each.
+UNPACKED_SIZE: Final = 2048
 
 
 class Missing:
@@ -63,21 +72,11 @@ def _observe(task: asyncio.Task[AssetRecord | None]) -> None:
         task.exception()
 
 
-def _shared_key(key: str, record: AssetRecord | None) -> str:
-    """The record's own copy of `key` (its id or legacy path) when it has one, so an entry holds
-    one string where the request's copy would make it two."""
-    if record is not None:
-        if record.id == key:
-            return record.id
-        if record.legacy_url_path == key:
-            return record.legacy_url_path
-    return key
-
-
 class CachedAssetStore:
     """An AssetStore that answers from memory while an entry is younger than `ttl` seconds.
 
-    ttl <= 0 or size <= 0 turns caching off: every get reads the backend.
+    ttl <= 0 or size <= 0 turns caching off: every get reads the backend. `unpacked`: how many
+    unpacked records to keep (at least one).
     """
 
     def __init__(
@@ -86,12 +85,17 @@ class CachedAssetStore:
         ttl: float,
         size: int,
         clock: Callable[[], float] = time.monotonic,
+        *,
+        unpacked: int = UNPACKED_SIZE,
     ) -> None:
         self._store = store
         self.enabled = ttl > 0 and size > 0
-        self._cache: ExpiringDict[str, AssetRecord | Missing] = ExpiringDict(
+        self._cache: ExpiringDict[str, PackedRecord | Missing] = ExpiringDict(
             max(size, 1), max(ttl, 0.0), clock
         )
+        # key -> (the packed value held when it was unpacked, the record), least recently used first
+        self._unpacked: OrderedDict[str, tuple[PackedRecord, AssetRecord]] = OrderedDict()
+        self._unpacked_size = max(unpacked, 1)
         self._flights: dict[str, _Flight] = {}
         self.hits = 0
         self.misses = 0
@@ -112,12 +116,12 @@ class CachedAssetStore:
             self.misses += 1
             return await read(key)
         try:
-            cached = self._cache[key]
+            held = self._cache[key]
         except KeyError:
             pass
         else:
             self.hits += 1
-            return None if isinstance(cached, Missing) else cached
+            return None if isinstance(held, Missing) else self._record(key, held)
         self.misses += 1
         flight = self._flights.get(key)
         if flight is None:
@@ -142,17 +146,46 @@ class CachedAssetStore:
         """The backend's invalidations (gateway.state.base.AssetStore.subscribe)."""
         await self._store.subscribe(subscriber)
 
-    def peek(self, asset_id: str) -> AssetRecord | Missing | NotCached:
-        """The cached value for `asset_id` (a record, or MISSING for a cached absence), or
-        NOT_CACHED: no backend read, no hit or miss counted, an expired entry is NOT_CACHED.
-        The answer cache (gateway.http.answers) uses it to check that the record an answer was
-        built from is still the very object a full lookup would use."""
+    def peek(self, asset_id: str) -> PackedRecord | Missing | NotCached:
+        """The value cached for `asset_id` (a packed record, or MISSING for a cached absence), or
+        NOT_CACHED: no backend read, no hit or miss counted, nothing unpacked, an expired entry is
+        NOT_CACHED. Every write, invalidation, clear or expiry ends the very object returned, so
+        the answer cache (gateway.http.answers) compares it by identity with what `held_for` gave
+        when the answer was built."""
         if not self.enabled:
             return NOT_CACHED
         try:
             return self._cache[asset_id]
         except KeyError:
             return NOT_CACHED
+
+    def held_for(self, asset_id: str, record: AssetRecord | None) -> PackedRecord | Missing | None:
+        """What `peek(asset_id)` returns while `record` (None: no record) is the very record a
+        lookup of `asset_id` hands out, unpacked from the value held now; None when it is not."""
+        held = self.peek(asset_id)
+        if record is None:
+            return MISSING if held is MISSING else None
+        unpacked = self._unpacked.get(asset_id)
+        if unpacked is not None and unpacked[0] is held and unpacked[1] is record:
+            return unpacked[0]
+        return None
+
+    def _record(self, key: str, held: PackedRecord) -> AssetRecord:
+        """The record `held` packs, unpacked once while it stays among the most recently used."""
+        unpacked = self._unpacked.get(key)
+        if unpacked is not None and unpacked[0] is held:
+            self._unpacked.move_to_end(key)
+            return unpacked[1]
+        record = unpack(held, key)
+        self._keep_unpacked(key, held, record)
+        return record
+
+    def _keep_unpacked(self, key: str, held: PackedRecord, record: AssetRecord) -> None:
+        kept = self._unpacked
+        kept[key] = (held, record)
+        kept.move_to_end(key)
+        if len(kept) > self._unpacked_size:
+            kept.popitem(last=False)
 
     async def _load(
         self, key: str, read: Callable[[str], Awaitable[AssetRecord | None]], flight: _Flight
@@ -163,7 +196,12 @@ class CachedAssetStore:
             if self._flights.get(key) is flight:
                 del self._flights[key]
         if not flight.stale:
-            self._cache[_shared_key(key, record)] = MISSING if record is None else record
+            if record is None:
+                self._cache[key] = MISSING
+            else:
+                held = pack(record, key)
+                self._cache[key] = held
+                self._keep_unpacked(key, held, record)
         return record
 
     async def put(
@@ -181,6 +219,7 @@ class CachedAssetStore:
     def invalidate(self, asset_id: str) -> None:
         """Forget one id or legacy path, including a read in flight that may have seen the old state."""
         self._cache.discard(asset_id)
+        self._unpacked.pop(asset_id, None)
         flight = self._flights.pop(asset_id, None)
         if flight is not None:
             flight.stale = True
@@ -188,6 +227,7 @@ class CachedAssetStore:
     def clear(self) -> None:
         """Forget everything, e.g. after the invalidation channel was lost and messages missed."""
         self._cache.clear()
+        self._unpacked.clear()
         for flight in self._flights.values():
             flight.stale = True
         self._flights.clear()

@@ -26,6 +26,7 @@ from gateway.presign import Presigner, credentials_from_chain
 from gateway.records import record_from_dict, record_to_dict
 from gateway.settings import Secret, Settings
 from gateway.state.factory import open_store
+from gateway.state.packed import unpack
 from gateway.state.redis import RedisAssetStore, asset_key
 from tests.http.conftest import (
     ADMIN_TOKEN,
@@ -263,7 +264,7 @@ async def test_get_reads_redis_not_this_process_cache(admin: Admin, redis_url: s
     await admin.call("PUT", "rd1", body("rd1", 1, filename="one.pdf"))
     assert (await admin.public.get("/media/rd1/one.pdf")).status == 302
     cached = admin.public.gateway.store.peek("rd1")
-    assert isinstance(cached, AssetRecord) and cached.version == 1
+    assert isinstance(cached, bytes) and unpack(cached, "rd1").version == 1
     behind = record_from_dict(body("rd1", 2, filename="two.pdf"))
     raw = redis.Redis.from_url(redis_url)
     try:

@@ -11,6 +11,7 @@ from gateway.models import AssetRecord
 from gateway.state.base import StoreUnavailable, WriteResult
 from gateway.state.cache import MISSING, NOT_CACHED, CachedAssetStore
 from gateway.state.memory import MemoryAssetStore
+from gateway.state.packed import unpack
 
 pytestmark = pytest.mark.asyncio
 
@@ -249,10 +250,13 @@ async def test_peek_reads_nothing_counts_nothing_and_honours_expiry(
 ) -> None:
     assert cache.peek("a1") is NOT_CACHED
     assert cache.peek("nope") is NOT_CACHED
-    held = await cache.get("a1")
+    found = await cache.get("a1")
     await cache.get("nope")
     counters = (cache.hits, cache.misses, reads(backend))
-    assert cache.peek("a1") is held  # the very object get hands out
+    held = cache.peek("a1")
+    assert isinstance(held, bytes) and unpack(held, "a1") == found
+    assert cache.peek("a1") is held  # the very object the cache holds
+    assert cache.held_for("a1", found) is held  # what `found` was unpacked from
     assert cache.peek("nope") is MISSING
     assert (cache.hits, cache.misses, reads(backend)) == counters
     cache.invalidate("a1")
@@ -266,3 +270,73 @@ async def test_peek_with_caching_off_is_never_cached(backend: SlowStore) -> None
     store = CachedAssetStore(backend, ttl=0, size=10)
     await store.get("a1")
     assert store.peek("a1") is NOT_CACHED
+
+
+async def test_a_hot_record_is_unpacked_once(backend: SlowStore, clock: FakeClock) -> None:
+    await backend.put(record("b1"))
+    cache = CachedAssetStore(backend, ttl=TTL, size=10, clock=clock, unpacked=1)
+    first = await cache.get("a1")
+    assert await cache.get("a1") is first
+    held = cache.peek("a1")
+    await cache.get("b1")  # unpacked now, in a1's place
+    again = await cache.get("a1")
+    assert again == first and again is not first  # unpacked anew from the same held value
+    assert cache.peek("a1") is held
+    assert cache.held_for("a1", again) is held
+    assert cache.held_for("a1", first) is None  # no longer what a lookup hands out
+    assert reads(backend) == 2
+
+
+async def test_held_for_names_only_what_a_lookup_hands_out(
+    cache: CachedAssetStore, backend: SlowStore
+) -> None:
+    found = await cache.get("a1")
+    assert await cache.get("nope") is None
+    assert cache.held_for("a1", record("a1")) is None  # equal, but not the object handed out
+    assert cache.held_for("a1", None) is None
+    assert cache.held_for("nope", None) is MISSING
+    assert cache.held_for("nope", found) is None
+    assert cache.held_for("never-read", None) is None
+    uncached = CachedAssetStore(backend, ttl=0, size=10)
+    assert uncached.held_for("a1", await uncached.get("a1")) is None  # nothing held, caching off
+
+
+CHANGES = ["invalidate", "put", "clear", "expiry"]
+
+
+@pytest.mark.parametrize("change", CHANGES)
+async def test_every_change_ends_the_held_value(
+    cache: CachedAssetStore, clock: FakeClock, change: str
+) -> None:
+    found = await cache.get("a1")
+    held = cache.held_for("a1", found)
+    assert held is not None
+    if change == "invalidate":
+        cache.invalidate("a1")
+    elif change == "put":
+        await cache.put(record("a1", 2))
+    elif change == "clear":
+        cache.clear()
+    else:
+        clock.now += TTL + 1
+    assert cache.peek("a1") is NOT_CACHED
+    again = await cache.get("a1")
+    assert cache.peek("a1") is not held  # what an answer built from `found` compares with
+    assert cache.held_for("a1", again) is cache.peek("a1")
+
+
+async def test_legacy_paths_are_held_packed_with_their_record_id(
+    backend: SlowStore, clock: FakeClock
+) -> None:
+    path = "/government/uploads/system/f.pdf"
+    await backend.put(AssetRecord(id="L1", version=1, object_key="k", filename="f.pdf", legacy_url_path=path))
+    cache = CachedAssetStore(backend, ttl=TTL, size=10, clock=clock, unpacked=1)
+    found = await cache.get_by_legacy_path(path)
+    assert found is not None and found.id == "L1"
+    assert await cache.get_by_legacy_path(path) is found
+    await cache.get("a1")  # unpacked now, in the path's place
+    assert await cache.get_by_legacy_path(path) == found
+    held = cache.peek(path)
+    assert isinstance(held, bytes) and unpack(held, path) == found
+    assert cache.peek("L1") is NOT_CACHED  # held under the path only
+    assert reads(backend) == 2
