@@ -3,7 +3,9 @@ in-process (no sockets, no wrk), so the numbers hold still on a busy machine.
 
     python -m bench.handler [--tree DIR]    # DIR: a copy of the tree to time instead (A/B)
 
-What it leaves out (HTTP parsing, the event loop, writing the response) is what the floor measures.
+What it leaves out (HTTP parsing, the event loop, writing the response) is what the floor measures;
+the last lines put them back but for the sockets: request bytes through the connection handler of
+the floor and of the gateway (an answer-cache hit), to a transport that only counts.
 """
 
 from __future__ import annotations
@@ -59,6 +61,7 @@ async def measure(directory: Path, number: int, devnull: TextIO) -> list[str]:
     from bench import fixtures
     from gateway.app import build_gateway, create_public_app
     from gateway.http.public import handle_media
+    from gateway.http.runner import GatewayRunner
     from gateway.observability import configure_logging
     from gateway.presign import Presigner
     from gateway.settings import load_settings
@@ -113,7 +116,80 @@ async def measure(directory: Path, number: int, devnull: TextIO) -> list[str]:
                 f"  {label:36} {timed(run(function) if label in AWAITED else function, number):7.2f} µs"
             )
     del loop
+    floor_app = web.Application()
+    floor_app.router.add_get("/{tail:.*}", floor_handler)
+    lines.append("through the connection handler (request bytes in, answer bytes out; no sockets):")
+    runners = {"floor (aiohttp, constant Response)": web.AppRunner(floor_app, access_log=None),
+               "gateway (answer-cache hit)": GatewayRunner(app)}  # fmt: skip
+    for runner in runners.values():
+        await runner.setup()
+    for name, (path, headers) in cases.items():
+        head = "".join(f"{key}: {value}\r\n" for key, value in headers.items())
+        raw = f"GET {path} HTTP/1.1\r\n{head}User-Agent: wrk\r\n\r\n".encode()
+        for label, runner in runners.items():
+            lines.append(f"  {name + ', ' + label:54} {await per_request(runner, raw, number):7.2f} µs")
+    lines.append(f"  ({runners['gateway (answer-cache hit)'].answered_on_wire} answered on the wire)")
+    for runner in runners.values():
+        await runner.cleanup()
     return lines
+
+
+class _Transport(asyncio.Transport):
+    """A connection that counts what is written to it, and wakes whoever waits for an answer."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes = 0
+        self.waiter: asyncio.Future[None] | None = None
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return {"peername": ("127.0.0.1", 40000), "sockname": ("127.0.0.1", 8080)}.get(name, default)
+
+    def write(self, data: Any) -> None:
+        self.writes += 1
+        if self.waiter is not None and not self.waiter.done():
+            self.waiter.set_result(None)
+
+    def is_closing(self) -> bool:
+        return False
+
+    def close(self) -> None:
+        pass
+
+    def get_write_buffer_size(self) -> int:
+        return 0
+
+
+async def per_request(runner: Any, raw: bytes, number: int) -> float:
+    """µs per request fed to one keep-alive connection of `runner`'s server, one at a time, each
+    answered before the next; best of 5 runs, after a warm-up."""
+    protocol = runner.server()
+    transport = _Transport()
+    protocol.connection_made(transport)
+    await asyncio.sleep(0)  # aiohttp's request handler task starts waiting for a request
+    loop = asyncio.get_running_loop()
+
+    async def one() -> None:
+        before = transport.writes
+        transport.waiter = loop.create_future()
+        protocol.data_received(raw)
+        if transport.writes == before:
+            await transport.waiter
+        # As between two reads of a real socket: the loop turns, and the request handler's task
+        # finishes its answer and waits for the next request.
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+
+    for _ in range(1000):
+        await one()
+    best = float("inf")
+    for _ in range(5):
+        started = time.perf_counter()
+        for _ in range(number):
+            await one()
+        best = min(best, (time.perf_counter() - started) / number * 1e6)
+    protocol.connection_lost(None)
+    return best
 
 
 AWAITED = ("whole handler", "  lookup", "floor handler (constant Response)")
