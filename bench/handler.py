@@ -200,11 +200,13 @@ async def steps(
 ) -> dict[str, Callable[[], Any]]:
     """What to time for one request: the whole handler, each step with the inputs it really gets,
     and the floor's handler. The AWAITED ones return a coroutine, driven by `run`."""
+    from gateway.http.shortcut import answer_on_wire
     from gateway.identify import identify
     from gateway.observability import log_access
     from gateway.policy.evaluation import decide
 
     now = time.time()
+    message = request._message  # what the connection layer hands the wire answerer
     access, tokens, origin = gateway.parser.parse("GET", path, "", request.headers, peer="127.0.0.1")
     who = identify(tokens, gateway.verifier, now)
     record = await gateway.store.get(access.asset_id)
@@ -214,6 +216,7 @@ async def steps(
               "policy_revision": decision.revision, "duration_ms": 0.123}  # fmt: skip
     return {
         "whole handler": lambda: handle_media(request),
+        "answer-cache hit on the wire": lambda: answer_on_wire(gateway, message, request.remote, False),
         "  parse": lambda: gateway.parser.parse("GET", path, "", request.headers, peer="127.0.0.1"),
         "  identify": lambda: identify(tokens, gateway.verifier, now),
         "  lookup": lambda: gateway.store.get(access.asset_id),

@@ -14,6 +14,7 @@ import ipaddress
 import json
 import logging
 import os
+import random
 import re
 import sys
 import time
@@ -31,7 +32,9 @@ _access = logging.getLogger(ACCESS_LOGGER)
 
 
 def new_request_id() -> str:
-    return os.urandom(8).hex()
+    """16 hex digits that tell one request's lines apart. Not a secret, so not the OS's generator
+    (a system call per request): `random` is seeded from it, and again in every forked worker."""
+    return f"{random.getrandbits(64):016x}"
 
 
 # Built once: json.dumps with options builds a new encoder on every call.
@@ -66,14 +69,26 @@ def format_line(now: float, level: str, logger: str, pid: int, event: str, field
     return head if body == "{}" else f"{head[:-1]},{body[1:]}"
 
 
-_ACCESS_HEAD = f'"level":"info","logger":"{ACCESS_LOGGER}","pid":%d,"event":"{ACCESS_EVENT}"'
+def _access_head() -> str:
+    return f'"level":"info","logger":"{ACCESS_LOGGER}","pid":{os.getpid()},"event":"{ACCESS_EVENT}"'
+
+
+_ACCESS_HEAD = _access_head()
+
+
+def _forked() -> None:
+    global _ACCESS_HEAD
+    _ACCESS_HEAD = _access_head()
+
+
+os.register_at_fork(after_in_child=_forked)  # a worker's lines carry its own pid
 
 
 def access_line(now: float, fields: Mapping[str, Any]) -> str:
     """`format_line` for an access line, built with one encode: it is written for every request.
     The fields are the handler's own, never named like a base key."""
     body = _encode_flat(fields)
-    head = f'{{"ts":"{_clock.text(now)}",' + _ACCESS_HEAD % os.getpid()
+    head = f'{{"ts":"{_clock.text(now)}",{_ACCESS_HEAD}'
     return head + "}" if body == "{}" else f"{head},{body[1:]}"
 
 

@@ -27,6 +27,7 @@ from gateway.observability import (
     configure_logging,
     format_line,
     log_access,
+    new_request_id,
 )
 
 BASE = ["ts", "level", "logger", "pid", "event"]
@@ -202,3 +203,19 @@ def test_outside_an_event_loop_a_line_is_written_at_once() -> None:
     stream = CountedWrites()
     AccessLines(stream).add('{"n":0}')
     assert (stream.writes, stream.getvalue()) == (1, '{"n":0}\n')
+
+
+def test_a_forked_worker_logs_its_own_pid_and_its_own_request_ids() -> None:
+    read_end, write_end = os.pipe()
+    child = os.fork()
+    if child == 0:  # the worker: report what it would log, then leave at once
+        line = json.loads(access_line(0.5, FIELDS))
+        os.write(write_end, json.dumps([line["pid"], new_request_id()]).encode())
+        os._exit(0)
+    os.close(write_end)
+    with os.fdopen(read_end) as reader:
+        pid, child_id = json.loads(reader.read())
+    os.waitpid(child, 0)
+    assert pid == child != os.getpid()
+    assert json.loads(access_line(0.5, FIELDS))["pid"] == os.getpid()
+    assert child_id != new_request_id()  # the parent's next id: the same without a reseed
