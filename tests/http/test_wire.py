@@ -276,16 +276,16 @@ async def test_a_wire_hit_is_logged_like_a_full_answer(
 async def test_a_connection_kept_busy_by_wire_hits_outlives_its_keepalive_timeout(
     redis_url: str, s3_server: S3Server, keys: Keys
 ) -> None:
-    server: dict[str, object] = {"keepalive_timeout": 0.6}
+    server: dict[str, object] = {"keepalive_timeout": 1.0}
     async for listeners in listen_both(redis_url, s3_server, keys, server, {}):
         reader, writer = await asyncio.open_connection("127.0.0.1", listeners.public_port)
         missing = request("/media/nope2/x.pdf")
         writer.write(missing)
         await read_answer(reader)
-        for _ in range(6):  # 1.2 s of a request every 0.2 s: never idle for 0.6 s
-            await asyncio.sleep(0.2)
+        for _ in range(8):  # 2 s of a request every 0.25 s: never idle for 1 s
+            await asyncio.sleep(0.25)
             writer.write(missing)
             assert (await read_answer(reader))[0] == "HTTP/1.1 404 Not Found"
-        assert listeners.public.answered_on_wire == 6
+        assert listeners.public.answered_on_wire == 8
         assert await closed_by_server(reader)  # and once idle, closed
         writer.close()
