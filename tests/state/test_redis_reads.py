@@ -1,5 +1,6 @@
-"""RedisAssetStore reads asked for in one event-loop turn travel as one pipeline: each reader still
-gets exactly its own answer or error, and one reader giving up cancels nobody else's read."""
+"""RedisAssetStore reads asked for in one event-loop turn travel together (one script call on a
+single node, a pipeline on Cluster): each reader still gets exactly its own answer or error, and
+one reader giving up cancels nobody else's read."""
 
 from __future__ import annotations
 
