@@ -241,6 +241,17 @@ elseif operation == 'release' and holder then
 end
 return {1, holder or ''}
 """
+# The record field of every key, in one command: a batch of reads (see `_read`) costs redis-py one
+# command and hiredis one reply instead of a command and a reply per key. A key holding something
+# other than a hash gives its own error in its place (pcall), so only that reader fails. On Cluster
+# a batch's keys live in different slots, which no script may read: a pipeline there.
+READ_SCRIPT: Final = """
+local values = {}
+for i, key in ipairs(KEYS) do
+  values[i] = redis.pcall('HGET', key, 'record')
+end
+return values
+"""
 KEY_PATTERN: Final = "asset:*"
 CLUSTER_WRITE_CONCURRENCY: Final = 64  # Cluster pipelines refuse scripts: concurrent calls instead
 # Seconds one read or ping may take in all, retries and reconnects included: a hung
@@ -293,6 +304,7 @@ class RedisAssetStore:
         self._put = client.register_script(PUT_SCRIPT)  # sent once, then called by SHA
         self._lookup = client.register_script(LOOKUP_SCRIPT)
         self._index_script = client.register_script(INDEX_SCRIPT)
+        self._read_script = client.register_script(READ_SCRIPT)
         # Loaded up front rather than on the first NOSCRIPT: redis-py's Cluster client, retrying
         # many concurrent NOSCRIPT calls, loses connections and resends commands.
         self._script_loaded = False
@@ -315,10 +327,10 @@ class RedisAssetStore:
     def _read(self, asset_id: str) -> asyncio.Future[Any]:
         """The stored JSON of one record (None when there is none); raises StoreUnavailable.
 
-        Every read asked for in the same event-loop turn goes to Redis in one pipeline: redis-py
-        spends about three times the CPU on a command sent alone as on one inside a pipeline,
-        and under load many requests miss the cache in the same turn. Each caller waits on a
-        future of its own, so one giving up (a client disconnecting) cancels nobody else's read.
+        Every read asked for in the same event-loop turn goes to Redis together (`_read_batch`):
+        under load many requests miss the cache in the same turn, and redis-py's cost is mostly
+        per command and per round trip. Each caller waits on a future of its own, so one giving
+        up (a client disconnecting) cancels nobody else's read.
         """
         loop = asyncio.get_running_loop()
         if self._batch is None:
@@ -336,8 +348,10 @@ class RedisAssetStore:
             task.add_done_callback(self._reading.discard)
 
     async def _read_batch(self, batch: dict[str, list[asyncio.Future[Any]]]) -> None:
-        """One round trip for the batch. An error that belongs to one key (WRONGTYPE: a value
-        that is not our hash) fails that id alone; only Redis failing fails them all."""
+        """One round trip for the batch: one HGET alone, else one READ_SCRIPT call (on Cluster a
+        pipeline, which costs redis-py several times the CPU per key). An error that belongs to
+        one key (WRONGTYPE: a value that is not our hash) fails that id alone; only Redis failing
+        fails them all."""
         ids = list(batch)
         values: list[Any]
         try:
@@ -349,6 +363,9 @@ class RedisAssetStore:
                         if not _wrong_type(exc):
                             raise  # Redis refused the connection or command, not this key
                         values = [exc]
+                elif not self._cluster:
+                    await self._load_script()
+                    values = await self._read_script(keys=[asset_key(asset_id) for asset_id in ids])
                 else:
                     pipe = self.client.pipeline(transaction=False)
                     for asset_id in ids:
@@ -557,7 +574,7 @@ class RedisAssetStore:
         # SCRIPT LOADs to every primary break redis-py's Cluster connections.
         async with self._loading:
             if not self._script_loaded:
-                for script in (PUT_SCRIPT, LOOKUP_SCRIPT, INDEX_SCRIPT):
+                for script in (PUT_SCRIPT, LOOKUP_SCRIPT, INDEX_SCRIPT, READ_SCRIPT):
                     await self.client.script_load(script)  # on Cluster: every primary
                 self._script_loaded = True
 

@@ -1,5 +1,6 @@
-"""RedisAssetStore reads asked for in one event-loop turn travel as one pipeline: each reader still
-gets exactly its own answer or error, and one reader giving up cancels nobody else's read."""
+"""RedisAssetStore reads asked for in one event-loop turn travel together (one script call on a
+single node, a pipeline on Cluster): each reader still gets exactly its own answer or error, and
+one reader giving up cancels nobody else's read."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import redis
 from gateway.models import AssetRecord
 from gateway.state.base import RecordUnreadable, StoreUnavailable
 from gateway.state.factory import open_store
-from gateway.state.redis import RedisAssetStore
+from gateway.state.redis import RedisAssetStore, asset_key
 from tests.servers import RedisServer, free_port
 from tests.state.conftest import backend_url
 
@@ -60,6 +61,40 @@ async def test_one_turns_reads_share_one_connection(redis_url: str) -> None:
         await store.close()
 
 
+async def test_a_turns_reads_are_one_command_on_a_single_node(redis_url: str) -> None:
+    store = open_store(redis_url)
+    assert isinstance(store, RedisAssetStore)
+    for name in ("m1", "m2", "m3"):
+        await store.put(record(name))
+    watcher, marker = redis.Redis.from_url(redis_url), redis.Redis.from_url(redis_url)
+    marker.ping()  # connected before MONITOR starts: its handshake is not listed
+    try:
+        with watcher.monitor() as monitor:
+            found = await asyncio.gather(*(store.get(name) for name in ("m1", "m2", "missing", "m3")))
+            marker.echo("reads-done")
+            sent = []  # what clients sent; the commands a script runs are listed as "lua"
+            while (entry := monitor.next_command())["command"] != "ECHO reads-done":
+                if entry["client_type"] != "lua":
+                    sent.append(entry["command"].split()[0])
+    finally:
+        watcher.close()
+        marker.close()
+        await store.close()
+    assert found == [record("m1"), record("m2"), None, record("m3")]
+    assert sent == ["EVALSHA"]
+
+
+async def test_a_key_that_is_not_a_hash_fails_only_its_own_reader(store: RedisAssetStore) -> None:
+    for name in ("h1", "h2"):
+        await store.put(record(name))
+    await store.client.set(asset_key("bad"), "garbage")
+    results = await asyncio.gather(
+        *(store.get(name) for name in ("h1", "bad", "h2", "missing", "bad")), return_exceptions=True
+    )
+    assert results[0] == record("h1") and results[2] == record("h2") and results[3] is None
+    assert all(isinstance(results[n], RecordUnreadable) for n in (1, 4)), results
+
+
 async def test_a_reader_giving_up_cancels_no_one_else(store: RedisAssetStore) -> None:
     for name in ("a", "b", "c"):
         await store.put(record(name))
@@ -83,6 +118,8 @@ async def test_every_reader_of_a_failed_batch_gets_its_own_store_unavailable(
         redis_server.start()
     await store.put(record("x1"))
     assert await store.get("x1") == record("x1")  # and the store heals by itself
+    # The restarted server has forgotten the read script: a batch loads it again.
+    assert await asyncio.gather(store.get("x1"), store.get("x2")) == [record("x1"), None]
     await store.close()
 
 
