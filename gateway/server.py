@@ -36,7 +36,7 @@ from gateway.metrics import SnapshotDirectory
 from gateway.observability import configure_logging, mask_secrets, protect_secrets
 from gateway.policy.language import PolicyError
 from gateway.policy.reload import install_reload_signal
-from gateway.runtime import install_stop_signals, run_async
+from gateway.runtime import freeze_start_up_objects, install_stop_signals, run_async
 from gateway.settings import ConfigError, Settings, listener_limits, secret_values
 
 log = logging.getLogger(__name__)
@@ -281,6 +281,7 @@ async def _serve_one(
             "serving on http://%s:%s (admin http://%s:%s)",
             *listeners.public.getsockname()[:2], *listeners.admin.getsockname()[:2],
         )  # fmt: skip
+    freeze_start_up_objects()
     stop = asyncio.Event()
     install_stop_signals(stop)
     install_reload_signal(gateway.policy)
