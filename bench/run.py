@@ -1,7 +1,8 @@
 """`make bench`: the gateway measured side by side with the framework floor, in one run.
 
-Every row is a ratio to a floor measured minutes apart on the same machine, so a busy machine moves
-both and the ratio stays meaningful. Servers run as subprocesses pinned to one CPU, wrk (and Redis,
+Every row is a ratio to the floor on the same machine; a row with a target is measured in rounds,
+each right after the floor, and its ratio is the median of the rounds' (the machine's speed drifts
+over minutes; a pair moves together). Servers run as subprocesses pinned to one CPU, wrk (and Redis,
 nginx) to another; all traffic stays on 127.0.0.1.
 
     python -m bench.run [--seconds 6] [--warmup 2] [--only floor,public,...] [--json FILE]
@@ -22,6 +23,7 @@ import json
 import os
 import platform
 import re
+import statistics
 import sys
 import tempfile
 import time
@@ -50,6 +52,10 @@ from bench.servers import (
 
 PYTHON = sys.executable
 COLD_ASSETS = 2048
+ROUNDS = 3  # paired rounds of each row with a target (`--rounds`)
+# What the floor is asked, alone and in every pair: the public file's URL, as the warm rows ask it.
+FLOOR_PATH = fixtures.asset_path(fixtures.PUBLIC_ID)
+FLOOR_HEADERS = {"Host": fixtures.LIVE_HOST}
 RSS_SIZES = {"rss": 100_000, "rss1m": 1_000_000}
 INGEST_RECORDS = 100_000
 VISIBILITY_WRITES = 200
@@ -72,6 +78,9 @@ AUTH_SUBREQUEST = {
 }
 
 
+Measure = Callable[[], "tuple[Result, float]"]  # one measured row: wrk's result, server CPU µs/req
+
+
 @dataclass
 class Row:
     name: str
@@ -80,6 +89,9 @@ class Row:
     floor: str = "floor"  # the row this one is a ratio of
     target: float | None = None
     note: str = ""
+    # Paired rounds (see `Bench.paired`): req/s and CPU µs per request of this row and of the floor
+    # measured just before it, one tuple a round; the row's ratios are the medians of theirs.
+    rounds: list[tuple[float, float, float, float]] = field(default_factory=list)
 
 
 @dataclass
@@ -98,6 +110,10 @@ class Report:
         return row
 
     def ratio(self, row: Row) -> float | None:
+        """req/s over the floor's: with paired rounds, the median of each round's ratio to the floor
+        measured just before it; otherwise to the floor row."""
+        if row.rounds:
+            return statistics.median(rps / floor_rps for rps, _, floor_rps, _ in row.rounds if floor_rps)
         base = self.rows.get(row.floor)
         if row.result is None or base is None or base.result is None or not base.result.rps:
             return None
@@ -107,6 +123,8 @@ class Report:
         """Floor CPU per request / this row's: what the ratio would be if both servers had their
         CPU to themselves. Steadier than req/s on a busy machine, where a pinned server does not
         always get its whole CPU."""
+        if row.rounds:
+            return statistics.median(floor_cpu / cpu for _, cpu, _, floor_cpu in row.rounds if cpu)
         base = self.rows.get(row.floor)
         if not row.cpu_us or base is None or not base.cpu_us:
             return None
@@ -212,6 +230,26 @@ class Bench:
         used = cpu_seconds(pids) - before
         return result, (used / result.requests * 1e6) if result.requests else 0.0
 
+    def paired(self, row: Row, rounds: int, floor: tuple[int, list[int]], measure: Measure) -> Row:
+        """Measure `row` `rounds` times, each right after the floor (still running, on the same
+        CPU): a machine whose speed drifts over minutes moves both halves of a pair alike. The row
+        shows its median round; its ratios are the medians of the rounds' ratios."""
+        floor_port, floor_pids = floor
+        results = []
+        for _ in range(rounds):
+            floor_result, floor_cpu = self.measure(
+                floor_port, floor_pids, path=FLOOR_PATH, headers=FLOOR_HEADERS
+            )
+            result, cpu = measure()
+            results.append((result, cpu))
+            row.rounds.append((result.rps, cpu, floor_result.rps, floor_cpu))
+        results.sort(key=lambda pair: pair[0].rps)
+        row.result, row.cpu_us = results[len(results) // 2]
+        if rounds > 1:
+            ratios = " ".join(f"{rps / floor_rps:.2f}" for rps, _, floor_rps, _ in row.rounds if floor_rps)
+            row.note = f"{row.note + '; ' if row.note else ''}rounds: {ratios}"
+        return row
+
 
 def expect(port: int, path: str, headers: dict[str, str], status: int, what: str) -> dict[str, str]:
     got, answer = probe(port, path, headers)
@@ -255,12 +293,16 @@ def run(args: argparse.Namespace) -> Report:
         fixtures.seed(client, [fixtures.cold_id(n) for n in range(COLD_ASSETS)])
         say = print if not args.quiet else (lambda *a, **k: None)
 
-        # Every ratio needs the floor, so it always runs.
+        # Every ratio needs the floor, so it always runs, and keeps running for the paired rounds.
         say("floor: bare aiohttp constant 302 ...", flush=True)
-        with bench.floor(sample_location(bench.s3_endpoint)) as (port, pids):
-            expect(port, public_path, live, 302, "floor")
-            result, cpu = bench.measure(port, pids, path=public_path, headers=live)
-            report.add("floor", Row("aiohttp floor (constant 302)", result, cpu, floor="floor"))
+        floor = stack.enter_context(bench.floor(sample_location(bench.s3_endpoint)))
+        expect(floor[0], FLOOR_PATH, FLOOR_HEADERS, 302, "floor")
+        result, cpu = bench.measure(*floor, path=FLOOR_PATH, headers=FLOOR_HEADERS)
+        report.add("floor", Row("aiohttp floor (constant 302)", result, cpu, floor="floor"))
+        rounds = max(1, args.rounds)
+
+        def paired(key: str, row: Row, measure: Measure) -> None:
+            report.add(key, bench.paired(row, rounds, floor, measure))
 
         main_tree = Path(args.tree).resolve() if args.tree else fixtures.REPO
         trees = [("", main_tree)]
@@ -271,6 +313,7 @@ def run(args: argparse.Namespace) -> Report:
                 bench.tree = tree
                 key = "" if not label else "_baseline"
                 with bench.gateway("warm", cpus=placement.server) as (port, pids):
+                    at = functools.partial(bench.measure, port, pids)
                     answer = expect(port, public_path, live, 302, "warm public")
                     if "X-Amz-Signature=" not in answer.get("location", ""):
                         raise RuntimeError(f"warm public: not a presigned redirect: {answer}")
@@ -278,38 +321,44 @@ def run(args: argparse.Namespace) -> Report:
                     expect(port, restricted_path, live, 404, "warm restricted without token")
                     if wanted & {"public", "auth"}:
                         say(f"gateway: warm public{label} ...", flush=True)
-                        result, cpu = bench.measure(port, pids, path=public_path, headers=live)
-                        report.add(f"public{key}", Row(f"gateway warm public{label}", result, cpu,
-                                                       target=TARGETS["public"]))  # fmt: skip
+                        row = Row(f"gateway warm public{label}", target=TARGETS["public"])
+                        paired(f"public{key}", row, functools.partial(at, path=public_path, headers=live))
                     if "restricted" in wanted:
                         say(f"gateway: warm restricted, RS256 user token{label} ...", flush=True)
-                        result, cpu = bench.measure(port, pids, path=restricted_path, headers=bearer)
-                        row = Row(f"gateway warm restricted (RS256 token){label}", result, cpu,
-                                  target=TARGETS["restricted"])  # fmt: skip
-                        report.add(f"restricted{key}", row)
+                        row = Row(
+                            f"gateway warm restricted (RS256 token){label}", target=TARGETS["restricted"]
+                        )
+                        paired(
+                            f"restricted{key}",
+                            row,
+                            functools.partial(at, path=restricted_path, headers=bearer),
+                        )
                     if "auth" in wanted:
                         say(f"gateway: GET /auth as nginx asks it{label} ...", flush=True)
                         asked = {**AUTH_SUBREQUEST, "X-Original-URI": public_path}
                         answer = expect(port, "/auth", asked, 204, "GET /auth")
                         if "x-asset-location" not in answer:
                             raise RuntimeError(f"GET /auth: no X-Asset-Location: {answer}")
-                        result, cpu = bench.measure(port, pids, path="/auth", headers=asked)
                         name = f"gateway GET /auth (nginx subrequest){label}"
-                        report.add(f"auth{key}", Row(name, result, cpu, note="same process as warm public"))
+                        row = Row(name, note="same process as warm public")
+                        paired(f"auth{key}", row, functools.partial(at, path="/auth", headers=asked))
                     if "nginx" in wanted and not label:
                         nginx_rows(bench, report, port, pids, public_path, live, say)
 
         if "cold" in wanted:
             for label, tree in trees:
                 bench.tree = tree
+                key = "" if not label else "_baseline"
                 say(f"gateway: cold, cache off, {COLD_ASSETS} assets through Redis{label} ...", flush=True)
                 with bench.gateway("cold", cache_ttl=0, cpus=placement.server) as (port, pids):
                     expect(port, cold_paths[0], live, 302, "cold")
-                    result, cpu = bench.measure(port, pids, path="/", headers=live, paths=cold_paths)
-                    report.add(f"cold{'_baseline' if label else ''}", Row(
-                        f"gateway cold ({COLD_ASSETS} ids, Redis read each){label}", result, cpu,
-                        target=TARGETS["cold"],
-                    ))  # fmt: skip
+                    row = Row(
+                        f"gateway cold ({COLD_ASSETS} ids, Redis read each){label}", target=TARGETS["cold"]
+                    )
+                    measure = functools.partial(
+                        bench.measure, port, pids, path="/", headers=live, paths=cold_paths
+                    )
+                    paired(f"cold{key}", row, measure)
         bench.tree = fixtures.REPO
 
         if "workers" in wanted:
@@ -548,6 +597,8 @@ def main() -> int:
     )
     parser.add_argument("--seconds", type=float, default=6.0, help="measured seconds per row")
     parser.add_argument("--warmup", type=float, default=2.0, help="discarded seconds before each row")
+    parser.add_argument("--rounds", type=int, default=ROUNDS,
+                        help="paired rounds (floor, then the row) of each row with a target")  # fmt: skip
     parser.add_argument("--only", help=f"comma-separated subset of {','.join(SCENARIOS)} (floor always runs)")
     parser.add_argument("--json", help="also write the results to this file")
     parser.add_argument("--baseline", help="a copy of the tree to measure each gateway row against (A/B)")

@@ -25,8 +25,10 @@ from gateway.observability import (
     access_line,
     client_fields,
     configure_logging,
+    encode_fields,
     format_line,
     log_access,
+    log_access_with,
     new_request_id,
 )
 
@@ -219,3 +221,17 @@ def test_a_forked_worker_logs_its_own_pid_and_its_own_request_ids() -> None:
     assert pid == child != os.getpid()
     assert json.loads(access_line(0.5, FIELDS))["pid"] == os.getpid()
     assert child_id != new_request_id()  # the parent's next id: the same without a reseed
+
+
+def test_a_line_from_encoded_fields_is_the_line_from_the_fields(caplog: pytest.LogCaptureFixture) -> None:
+    shared = {"method": "GET", "path": "/media/a1/caf\u00e9.pdf", "status": 302, "rule": 'quote " and \\'}
+    last = {"duration_ms": 0.5, "user_agent": "agent/1"}
+    with caplog.at_level(logging.INFO, logger=ACCESS_LOGGER):
+        log_access({"request_id": "rid-1", **shared, **last})
+        log_access_with("rid-1", encode_fields(shared), last)
+        log_access_with("rid-2", encode_fields(shared), {})
+    whole, from_encoded, without_last = [json.loads(r.getMessage()) for r in caplog.records]
+    for line in (whole, from_encoded, without_last):
+        line.pop("ts")
+    assert list(from_encoded.items()) == list(whole.items())  # the same fields, in the same order
+    assert without_last == {**{k: v for k, v in whole.items() if k not in last}, "request_id": "rid-2"}

@@ -67,10 +67,12 @@ Key = tuple[str | bool | None, ...]
 
 
 class CachedAnswer:
-    """One finished answer and what it is valid for. Never mutated once stored."""
+    """One finished answer and what it is valid for. Never changed once stored, but for the access
+    line fields its hits share, encoded on the first."""
 
     __slots__ = (
         "access",
+        "access_encoded",
         "asset_id",
         "body",
         "cache_control_at",
@@ -140,6 +142,9 @@ class CachedAnswer:
         # Cache-Control, and the body bytes that follow the head (empty for HEAD, 204, 304).
         self.wire_head = wire_head
         self.wire_body = wire_body
+        # The access line's fields every hit shares, encoded on the first (gateway.http.public):
+        # the one attribute set after the entry is stored.
+        self.access_encoded: str | None = None
 
 
 def answer_key(

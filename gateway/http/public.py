@@ -16,7 +16,7 @@ from aiohttp import web
 from gateway.http.answers import CachedAnswer, Key, answer_key
 from gateway.http.context import GATEWAY, Gateway
 from gateway.models import Decision
-from gateway.observability import client_fields, log_access, new_request_id
+from gateway.observability import client_fields, encode_fields, log_access_with, new_request_id
 from gateway.pipeline import STORE_FAILURES, Evaluated, EvaluationFailed, Refused, Steps, evaluate
 from gateway.responses import error_response
 
@@ -114,8 +114,16 @@ def cached_answer(
         return key, None
     gateway.store.count_hit()  # the record lookup a full evaluation makes, from the cache
     rid = request_id(headers, trusted)
-    fields = access_fields(rid, endpoint, method, raw_path, entry.status, cached=entry)
-    _log_and_count(gateway, peer, headers, endpoint, fields, entry.decision.rule, started)
+    encoded = entry.access_encoded
+    if encoded is None:  # the entry's first hit: its access line's fields are the same every time
+        encoded = entry.access_encoded = encode_fields(
+            access_fields(endpoint, method, raw_path, entry.status, cached=entry)
+        )
+    decision = entry.decision
+    _log_and_count(
+        gateway, peer, headers, endpoint, rid, encoded, decision.action.value, decision.rule, entry.status,
+        started,
+    )  # fmt: skip
     return key, Hit(entry, now, rid)
 
 
@@ -183,19 +191,20 @@ async def answer(
                 responder=gateway.responder,
             )  # fmt: skip
     response.headers["X-Request-Id"] = rid
-    fields = access_fields(rid, endpoint, method, raw_path, response.status, result=result)
+    fields = access_fields(endpoint, method, raw_path, response.status, result=result)
     if failed and not isinstance(result, Evaluated):
         fields["outcome"] = "error"  # an Evaluated result keeps the outcome that was decided
     if result.identity is not None:
         for source, reason in result.identity.rejected:
             gateway.metrics.token_rejected(source, reason)
-    rule = fields.get("rule", "")
-    _log_and_count(gateway, request.remote, request.headers, endpoint, fields, rule, started)
+    _log_and_count(
+        gateway, request.remote, request.headers, endpoint, rid, encode_fields(fields), fields["outcome"],
+        fields.get("rule", ""), response.status, started,
+    )  # fmt: skip
     return response
 
 
 def access_fields(
-    rid: str,
     endpoint: str,
     method: str,
     raw_path: str,
@@ -204,9 +213,10 @@ def access_fields(
     result: Evaluated | Refused | None = None,
     cached: CachedAnswer | None = None,
 ) -> dict[str, Any]:
-    """The fields of a request's access line, from a full evaluation's result or from the answer
-    cache's entry: the same fields either way, so a cached answer is logged as it was first."""
-    fields: dict[str, Any] = {"request_id": rid, "method": method, "path": raw_path}
+    """The fields of a request's access line that follow its request id, up to its duration, from a
+    full evaluation's result or from the answer cache's entry: the same fields either way, so a
+    cached answer is logged as it was first."""
+    fields: dict[str, Any] = {"method": method, "path": raw_path}
     if endpoint not in ("media", "legacy"):
         fields["endpoint"] = endpoint
     decision: Decision | None = None
@@ -248,13 +258,19 @@ def _log_and_count(
     peer: str | None,
     headers: Mapping[str, str],
     endpoint: str,
-    fields: dict[str, Any],
+    rid: str,
+    encoded: str,
+    outcome: str,
     rule: str,
+    status: int,
     started: float,
 ) -> None:
-    """The request's one access line and its metrics, the same for full evaluations and cache hits."""
+    """The request's one access line (its id, the `access_fields` as `encoded`, its duration and
+    client) and its metrics, the same for full evaluations and cache hits."""
     elapsed = time.perf_counter() - started
-    fields["duration_ms"] = round(elapsed * 1000, 3)
-    fields.update(client_fields(peer, headers, gateway.parser.is_trusted))
-    log_access(fields)
-    gateway.metrics.observe(endpoint, fields["outcome"], rule, fields["status"], elapsed)
+    last = {
+        "duration_ms": round(elapsed * 1000, 3),
+        **client_fields(peer, headers, gateway.parser.is_trusted),
+    }
+    log_access_with(rid, encoded, last)
+    gateway.metrics.observe(endpoint, outcome, rule, status, elapsed)
