@@ -577,7 +577,12 @@ def checks(report: Report) -> list[Check]:
         row = report.rows.get(key)
         found.append(Check(names[key], report.ratio(row) if row else None, target, at_least=True))
     auth, media = report.rows.get("auth"), report.rows.get("public")
-    cpu = auth.cpu_us / media.cpu_us if auth and media and auth.cpu_us and media.cpu_us else None
+    # Each row's CPU against the floor measured just before it, over the other's: the rounds' pairs
+    # keep the machine's drift out of it.
+    auth_cpu, media_cpu = (
+        (report.cpu_ratio(auth), report.cpu_ratio(media)) if auth and media else (None, None)
+    )
+    cpu = media_cpu / auth_cpu if auth_cpu and media_cpu else None
     found.append(Check("gateway CPU per /auth / per warm /media", cpu, AUTH_CPU_TARGET, at_least=False))
     for records in RSS_SIZES.values():
         rss = report.rss.get(str(records))

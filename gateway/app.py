@@ -100,7 +100,12 @@ def build_gateway(
             presigner or Presigner(settings.s3, credentials_from_chain(settings.s3.region)),
         ),
         invalidations=InvalidationListener(cache),
-        answers=(AnswerCache(answer_cache_size, revoked=verifier.revoked) if answer_cache_size > 0 else None),
+        # An answer is only kept while the record it was made from stays cached: none without a cache.
+        answers=(
+            AnswerCache(answer_cache_size, revoked=verifier.revoked)
+            if answer_cache_size > 0 and cache.enabled
+            else None
+        ),
         clock=clock,
         signin=signin,
         metrics=metrics,

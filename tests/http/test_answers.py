@@ -9,6 +9,7 @@ the clock running past token expiries, presigned-URL windows and the record cach
 from __future__ import annotations
 
 import collections
+import dataclasses
 import json
 import logging
 import random
@@ -575,3 +576,16 @@ def test_answer_key_holds_forwarded_headers_only_from_a_trusted_peer() -> None:
         assert untrusted == answer_key("GET", "/media/a/b", "q=1", changed, False, False, endpoint="media")
     long = {"Authorization": "Bearer " + "x" * MAX_KEY_CHARS}
     assert answer_key("GET", "/media/a/b", "", long, False, False, endpoint="media") is None
+
+
+def test_without_a_record_cache_there_is_no_answer_cache(keys: Keys) -> None:
+    """An answer is only reused while its record stays cached: with the record cache off, every
+    request would compute a key and miss, twice (connection layer and handler), for nothing."""
+    base = settings_for(keys)
+    off = dataclasses.replace(base, state=dataclasses.replace(base.state, cache_ttl=0))
+    credentials = Credentials("AKIAEXAMPLE", "secret")
+    for settings, cached in ((base, True), (off, False)):
+        gateway = build_gateway(
+            settings, store=MemoryAssetStore(initial_records()), presigner=Presigner(settings.s3, credentials)
+        )
+        assert (gateway.answers is not None) is cached
