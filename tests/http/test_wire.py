@@ -120,37 +120,30 @@ def test_headers_the_connection_layer_writes_or_cannot_are_refused() -> None:
 # ---- the public listener
 
 
-async def test_a_warm_hit_is_written_as_the_full_answer_was(running: RunningGateway) -> None:
-    await running.put(id="w1", filename="a.pdf")
+@pytest.mark.parametrize(
+    ("asset_id", "asked", "status"),
+    [
+        ("w1", request("/media/w1/a.pdf"), "HTTP/1.1 302 Found"),
+        ("w2", request("/auth", extra="X-Original-URI: /media/w2/a.pdf\r\nX-Original-Method: GET\r\n"),
+         "HTTP/1.1 204 No Content"),
+    ],
+)  # fmt: skip
+async def test_a_warm_hit_is_written_as_the_full_answer_was(
+    running: RunningGateway, asset_id: str, asked: bytes, status: str
+) -> None:
+    await running.put(id=asset_id, filename="a.pdf")
     reader, writer = await asyncio.open_connection("127.0.0.1", running.port)
     try:
-        writer.write(request("/media/w1/a.pdf"))
+        writer.write(asked)
         first = await read_answer(reader)
         before = on_wire(running)
-        writer.write(request("/media/w1/a.pdf"))
+        writer.write(asked)
         second = await read_answer(reader)
         assert on_wire(running) == before + 1
-        assert first[0] == "HTTP/1.1 302 Found"
+        assert first[0] == status
         assert comparable(second) == comparable(first)
         ids = [dict(answer[1])["X-Request-Id"] for answer in (first, second)]
         assert ids[0] != ids[1]
-    finally:
-        writer.close()
-
-
-async def test_an_auth_hit_is_written_as_the_full_answer_was(running: RunningGateway) -> None:
-    await running.put(id="w2", filename="a.pdf")
-    asked = request("/auth", extra="X-Original-URI: /media/w2/a.pdf\r\nX-Original-Method: GET\r\n")
-    reader, writer = await asyncio.open_connection("127.0.0.1", running.port)
-    try:
-        writer.write(asked)
-        first = await read_answer(reader)
-        writer.write(asked)
-        before = on_wire(running)
-        second = await read_answer(reader)
-        assert on_wire(running) == before + 1
-        assert first[0] == "HTTP/1.1 204 No Content"
-        assert comparable(second) == comparable(first)
     finally:
         writer.close()
 
@@ -170,7 +163,7 @@ async def test_pipelined_requests_are_answered_in_order_whichever_path_each_take
         answers = [await read_answer(reader) for _ in range(3)]
         locations = [dict(answer[1])["Location"] for answer in answers]
         assert locations[0] == locations[2] == dict(warm[1])["Location"]
-        assert "w4" in locations[1] or locations[1] != locations[0]
+        assert "w4" in locations[1]
         assert [answer[0] for answer in answers] == ["HTTP/1.1 302 Found"] * 3
         assert on_wire(running) == before + 1  # only the first; the rest queued
     finally:
