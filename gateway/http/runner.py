@@ -11,7 +11,13 @@ public listener leaves the admin listener (health, readiness, metrics) reachable
 
 aiohttp's own answer to a request it cannot parse quotes the offending bytes and logs them with a
 traceback; those bytes may be a token. Ours answers with the bare status, our Server header, a
-request id and one access line, and logs only the error's class."""
+request id and one access line, and logs only the error's class.
+
+A listener may also have a wire answerer (the public one's answer-cache hits): each request aiohttp's
+parser completes on an idle keep-alive connection is offered to it first, and the bytes it returns
+are written as the answer, without aiohttp's request and response objects. Anything it declines,
+and everything behind that in a pipeline, goes to aiohttp's queue as parsed, so answers keep the
+order of the requests."""
 
 from __future__ import annotations
 
