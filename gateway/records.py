@@ -291,7 +291,6 @@ def _stored(data: Any, text: str) -> AssetRecord | None:
         and _texts(access["groups"])
     ):
         return None
-    limits = access["users"] or access["organisations"] or access["groups"]
     return AssetRecord(
         id=data["id"],
         version=version,
@@ -304,9 +303,7 @@ def _stored(data: Any, text: str) -> AssetRecord | None:
         deleted=data["deleted"],
         redirect_url=data["redirect_url"],
         replacement_id=replacement_id,
-        access_limited=_access_list(*(tuple(access[name]) for name in _ACCESS_FIELDS))
-        if limits
-        else NO_LIMITS,
+        access_limited=_access_list(*(tuple(access[name]) for name in _ACCESS_FIELDS)),
         auth_bypass_ids=tuple(data["auth_bypass_ids"]),
         parent_document_url=data["parent_document_url"],
         etag=data["etag"],

@@ -176,6 +176,15 @@ def answer_key(
     return tuple(key)
 
 
+def _cache_control_now(entry: CachedAnswer, now: float, responder: Responder) -> tuple[str, str] | None:
+    """The entry's Cache-Control (or X-Asset-) header with max-age recomputed for `now`; None when
+    it has none to recompute."""
+    if entry.url_expires_at is None or entry.cache_control_at is None:
+        return None
+    name = entry.headers[entry.cache_control_at][0]
+    return name, responder.cache_control_until(entry.url_expires_at, now)
+
+
 def tokens_settled(tokens: RawTokens, identity: Identity, verifier: TokenVerifier, now: float) -> bool:
     """True when every token that could matter was accepted: the identity then only changes when
     one of its tokens expires. A rejected token (not valid yet, say) could turn valid later."""
@@ -247,22 +256,18 @@ class AnswerCache:
 
     def response(self, entry: CachedAnswer, now: float, responder: Responder) -> web.Response:
         """A new response carrying the stored answer (max-age recomputed for `now`)."""
-        headers = entry.headers
-        if entry.url_expires_at is not None and entry.cache_control_at is not None:
-            listed = list(headers)
-            name = listed[entry.cache_control_at][0]
-            listed[entry.cache_control_at] = (name, responder.cache_control_until(entry.url_expires_at, now))
-            return web.Response(status=entry.status, body=entry.body, headers=listed)
-        return web.Response(status=entry.status, body=entry.body, headers=headers)
+        at, cache_control = entry.cache_control_at, _cache_control_now(entry, now, responder)
+        if at is None or cache_control is None:
+            return web.Response(status=entry.status, body=entry.body, headers=entry.headers)
+        listed = list(entry.headers)
+        listed[at] = cache_control
+        return web.Response(status=entry.status, body=entry.body, headers=listed)
 
     def wire_response(self, entry: CachedAnswer, now: float, request_id: str, responder: Responder) -> bytes:
         """The same answer as `response`, as the bytes of a keep-alive HTTP/1.1 response."""
-        if entry.url_expires_at is not None and entry.cache_control_at is not None:
-            name = entry.headers[entry.cache_control_at][0]
-            value = responder.cache_control_until(entry.url_expires_at, now)
-            head = wire.finish(entry.wire_head, (name, value), ("X-Request-Id", request_id))
-        else:
-            head = wire.finish(entry.wire_head, ("X-Request-Id", request_id))
+        cache_control = _cache_control_now(entry, now, responder)
+        recomputed = () if cache_control is None else (cache_control,)
+        head = wire.finish(entry.wire_head, *recomputed, ("X-Request-Id", request_id))
         return head + entry.wire_body if entry.wire_body else head
 
     def store(

@@ -574,7 +574,8 @@ class RedisAssetStore:
         # SCRIPT LOADs to every primary break redis-py's Cluster connections.
         async with self._loading:
             if not self._script_loaded:
-                for script in (PUT_SCRIPT, LOOKUP_SCRIPT, INDEX_SCRIPT, READ_SCRIPT):
+                batch_reads = () if self._cluster else (READ_SCRIPT,)  # Cluster reads by pipeline
+                for script in (PUT_SCRIPT, LOOKUP_SCRIPT, INDEX_SCRIPT, *batch_reads):
                     await self.client.script_load(script)  # on Cluster: every primary
                 self._script_loaded = True
 
