@@ -261,7 +261,11 @@ async def test_a_configured_admin_token_is_not_warned_about(
 async def test_get_reads_redis_not_this_process_cache(admin: Admin, redis_url: str) -> None:
     """A record changed in Redis behind the cache's back (no invalidation published): the public
     listener still answers from its cache, the admin GET answers what Redis holds."""
+    invalidations = admin.public.gateway.invalidations
+    announced = invalidations.received
     await admin.call("PUT", "rd1", body("rd1", 1, filename="one.pdf"))
+    # The PUT's own invalidation arrives through Redis; once heard it cannot empty the cache below.
+    await until(lambda: invalidations.received > announced, what="the PUT's invalidation")
     assert (await admin.public.get("/media/rd1/one.pdf")).status == 302
     cached = admin.public.gateway.store.peek("rd1")
     assert isinstance(cached, bytes) and unpack(cached, "rd1").version == 1

@@ -62,8 +62,12 @@ async def test_an_import_reaches_a_running_gateway_at_once(
     """`asset import` writes in batches straight to Redis; the gateway, holding the old records in
     its cache for 30 s, must hear of each one from the batch write's own invalidations."""
     await asyncio.wait_for(running.gateway.invalidations.subscribed.wait(), 5)
+    invalidations = running.gateway.invalidations
     for n in range(3):
+        announced = invalidations.received
         await running.put(id=f"imp{n}", filename="f.pdf", draft=True)
+        # Its invalidation arrives through Redis: heard before the read, it cannot empty the cache after.
+        await until(lambda seen=announced: invalidations.received > seen, what="the put's invalidation")
         answer = await running.get(f"/media/imp{n}/f.pdf")
         assert (answer.status, answer.headers["Location"].startswith(f"http://{DRAFT}/")) == (302, True)
     assert all(isinstance(running.gateway.store.peek(f"imp{n}"), bytes) for n in range(3))  # held
